@@ -1,0 +1,16 @@
+"""rewardkit: train, evaluate, export and serve Bradley-Terry reward models.
+
+Public API: :class:`RewardModel` (scoring) and the original project's :class:`RewardModelEvaluator`.
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["RewardModel", "RewardModelEvaluator", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: `import reward` stays cheap for the CLI's recipe checks
+    if name in ("RewardModel", "RewardModelEvaluator"):
+        from . import scoring
+
+        return getattr(scoring, name)
+    raise AttributeError(name)

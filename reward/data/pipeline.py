@@ -1,0 +1,236 @@
+"""Sources → pairs → hygiene → mixture → grouped split → tokens with the length policy.
+
+Ours rather than TRL's ``_prepare_dataset`` because that one drops every over-long pair without a
+count. The datasets this returns are already tokenized (``chosen_ids``/``rejected_ids`` as TRL 1.x
+names them, plus ``prompt_len`` for prompt sharing) and every row fits ``max_length``, so TRL's own
+length filter has nothing left to drop; the trainer checks that it dropped nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..recipe import DataSource
+from .adapters import ADAPTERS, Pair
+from .formatting import encode_pairs, fit_lengths
+from .report import DataReport, length_stats
+from .sources import load_rows
+
+logger = logging.getLogger(__name__)
+FORMAT_VERSION = 1  # bump when tokenization changes, to invalidate caches
+
+
+@dataclass
+class PreparedData:
+    train: Any  # datasets.Dataset
+    eval: Any | None
+    report: DataReport
+
+
+def prompt_key(pair: Pair) -> str:
+    return json.dumps(pair["prompt"], sort_keys=True, ensure_ascii=False)
+
+
+def clean_pairs(pairs: list[Pair], report: DataReport) -> list[Pair]:
+    """Drop (and count) empty responses, identical chosen/rejected and exact duplicates."""
+    out, seen = [], set()
+    for p in pairs:
+        if not p["chosen"].strip() or not p["rejected"].strip():
+            report.drop("empty_field")
+            continue
+        if p["chosen"].strip() == p["rejected"].strip():
+            report.drop("identical_responses")
+            continue
+        key = (prompt_key(p), p["chosen"], p["rejected"])
+        if key in seen:
+            report.drop("duplicate")
+            continue
+        seen.add(key)
+        out.append(p)
+    return out
+
+
+def _read_source(source: DataSource, split: str, report: DataReport) -> list[Pair]:
+    dropped_before = sum(report.dropped.values())
+    pairs = ADAPTERS[source.format](load_rows(source, split), source, report)
+    candidates = len(pairs) + sum(report.dropped.values()) - dropped_before
+    report.total += candidates
+    pairs = clean_pairs(pairs, report)
+    report.per_source[f"{source.path}:{split}"] = {"candidates": candidates, "after_hygiene": len(pairs)}
+    return pairs
+
+
+def _apply_weight(pairs: list[Pair], weight: float, rng: random.Random, report: DataReport) -> list[Pair]:
+    if weight == 1.0:
+        return pairs
+    whole, frac = int(weight), weight - int(weight)
+    extra = rng.sample(pairs, round(frac * len(pairs))) if frac else []
+    out = pairs * whole + extra
+    if len(out) < len(pairs):
+        report.drop("mixture_weight", len(pairs) - len(out))
+    else:
+        report.total += len(out) - len(pairs)  # repeated rows are extra candidates, kept
+    return out
+
+
+def grouped_split(pairs: list[Pair], size: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Seeded split by prompt: no prompt lands on both sides."""
+    if size <= 0 or not pairs:
+        return pairs, []
+    keys = sorted({prompt_key(p) for p in pairs})
+    random.Random(seed).shuffle(keys)
+    n_eval = max(1, round(len(keys) * size)) if len(keys) > 1 else 0
+    eval_keys = set(keys[:n_eval])
+    train = [p for p in pairs if prompt_key(p) not in eval_keys]
+    evals = [p for p in pairs if prompt_key(p) in eval_keys]
+    return train, evals
+
+
+def collect_pairs(
+    sources: Sequence[DataSource], report: DataReport, seed: int = 42, eval_split_size: float = 0.2
+) -> tuple[list[Pair], list[Pair]]:
+    """All sources → (train pairs, eval pairs), counted in ``report``."""
+    rng = random.Random(seed)
+    train: list[Pair] = []
+    explicit_eval: list[Pair] = []
+    for source in sources:
+        train += _apply_weight(_read_source(source, source.split, report), source.weight, rng, report)
+        if source.eval_split:
+            explicit_eval += _read_source(source, source.eval_split, report)
+    if any(s.eval_split for s in sources):
+        train_keys = {prompt_key(p) for p in train}
+        leaked = [p for p in explicit_eval if prompt_key(p) in train_keys]
+        report.drop("prompt_in_train_and_eval", len(leaked))
+        evals = [p for p in explicit_eval if prompt_key(p) not in train_keys]
+        return train, evals
+    return grouped_split(train, eval_split_size, seed)
+
+
+def tokenize_pairs(
+    pairs: list[Pair], tokenizer: Any, max_length: int | None, policy: str, report: DataReport, split: str
+) -> list[dict[str, Any]]:
+    """Tokenize with the shared formatting function and apply the length policy (counted)."""
+    if not pairs:
+        return []
+    p_ids, r_ids = encode_pairs(tokenizer, [p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs])
+    has_margin = any(p.get("margin") is not None for p in pairs)
+    rows = []
+    lengths = report.lengths.setdefault("_raw", {"prompt": [], "chosen": [], "rejected": []})
+    for pair, prompt, (chosen, rejected) in zip(pairs, p_ids, r_ids):
+        lengths["prompt"].append(len(prompt))
+        lengths["chosen"].append(len(chosen))
+        lengths["rejected"].append(len(rejected))
+        keep = fit_lengths(len(prompt), (len(chosen), len(rejected)), max_length, policy)
+        if keep is None:
+            report.drop("too_long")
+            continue
+        if keep < len(prompt):
+            report.truncated += 1
+            prompt = prompt[len(prompt) - keep:]
+        row = {"chosen_ids": prompt + chosen, "rejected_ids": prompt + rejected, "prompt_len": len(prompt)}
+        if has_margin:
+            row["margin"] = float(pair.get("margin") or 0.0)
+        rows.append(row)
+    if split == "train":
+        report.kept_train += len(rows)
+    else:
+        report.kept_eval += len(rows)
+    return rows
+
+
+def _finish_lengths(report: DataReport) -> None:
+    raw = report.lengths.pop("_raw", None)
+    if not raw:
+        return
+    report.lengths = {name: length_stats(v) for name, v in raw.items()}
+    prompt_tokens = 2 * sum(raw["prompt"])
+    total = prompt_tokens + sum(raw["chosen"]) + sum(raw["rejected"])
+    report.prompt_token_share = prompt_tokens / total if total else None
+
+
+def _cache_key(sources: Sequence[DataSource], tokenizer: Any, settings: dict[str, Any]) -> str:
+    parts: list[Any] = [FORMAT_VERSION, settings, getattr(tokenizer, "name_or_path", ""), len(tokenizer),
+                        getattr(tokenizer, "chat_template", None), tokenizer.pad_token, tokenizer.eos_token]
+    for s in sources:
+        parts.append(s.__dict__)
+        for p in (s.path, s.eval_split):
+            if p and Path(p).is_file():
+                st = Path(p).stat()
+                parts.append((st.st_size, st.st_mtime_ns))
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_data(
+    sources: Sequence[DataSource],
+    tokenizer: Any,
+    max_length: int | None,
+    truncation: str = "left",
+    seed: int = 42,
+    eval_split_size: float = 0.2,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    cache_dir: str | None = None,
+) -> PreparedData:
+    """The whole data path, cached on disk and computed by the main process of each node first."""
+    from accelerate import PartialState
+    from datasets import Dataset, load_from_disk
+
+    settings = dict(max_length=max_length, truncation=truncation, seed=seed, eval_split_size=eval_split_size,
+                    max_train_samples=max_train_samples, max_eval_samples=max_eval_samples)
+    root = Path(cache_dir or Path.home() / ".cache" / "rewardkit" / "data") / _cache_key(sources, tokenizer, settings)
+    with PartialState().local_main_process_first():
+        if (root / "complete").exists():
+            report = DataReport(**_report_fields(json.loads((root / "report.json").read_text())))
+            train = load_from_disk(str(root / "train")) if (root / "train").exists() else None
+            evals = load_from_disk(str(root / "eval")) if (root / "eval").exists() else None
+            return PreparedData(train, evals, report)
+        report = DataReport(max_length=max_length, truncation=truncation)
+        train_pairs, eval_pairs = collect_pairs(sources, report, seed, eval_split_size)
+        for name, cap in (("train", max_train_samples), ("eval", max_eval_samples)):
+            pairs = train_pairs if name == "train" else eval_pairs
+            if cap is not None and len(pairs) > cap:
+                report.drop(f"max_{name}_samples", len(pairs) - cap)
+                pairs[:] = pairs[:cap]
+        train_rows = tokenize_pairs(train_pairs, tokenizer, max_length, truncation, report, "train")
+        eval_rows = tokenize_pairs(eval_pairs, tokenizer, max_length, truncation, report, "eval")
+        _finish_lengths(report)
+        report.check()
+        if not train_rows and not eval_rows:
+            from .report import DataError
+
+            raise DataError(f"no pairs left after preparation:\n{report.summary()}")
+        train = Dataset.from_list(train_rows) if train_rows else None
+        evals = Dataset.from_list(eval_rows) if eval_rows else None
+        if PartialState().is_local_main_process:
+            _save(root, train, evals, report)
+        return PreparedData(train, evals, report)
+
+
+def _report_fields(d: dict[str, Any]) -> dict[str, Any]:
+    from collections import Counter
+
+    return dict(total=d["total"], kept_train=d["kept_train"], kept_eval=d["kept_eval"],
+                dropped=Counter(d["dropped"]), truncated=d["truncated"], repaired=Counter(d["repaired"]),
+                per_source=d["per_source"], lengths=d["lengths"], prompt_token_share=d["prompt_token_share"],
+                max_length=d["max_length"], truncation=d["truncation"])
+
+
+def _save(root: Path, train: Any, evals: Any, report: DataReport) -> None:
+    """Write the cache; the ``complete`` marker goes last so a killed write is never read back."""
+    import shutil
+
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    if train is not None:
+        train.save_to_disk(str(root / "train"))
+    if evals is not None:
+        evals.save_to_disk(str(root / "eval"))
+    (root / "report.json").write_text(report.to_json())
+    (root / "complete").write_text("")

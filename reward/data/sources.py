@@ -1,0 +1,61 @@
+"""Reading a recipe's data source into rows, through ``datasets.load_dataset`` for Hub and local files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..recipe import DataSource
+from .report import DataError
+
+_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".tsv": "csv"}
+
+
+def _builder(path: Path) -> str | None:
+    suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
+    return _BUILDERS.get(suffixes[-1].lower()) if suffixes else None
+
+
+def load_rows(source: DataSource, split: str | None = None) -> list[dict[str, Any]]:
+    """Rows of one split of a source as dicts.
+
+    ``path`` is a local file (jsonl/json/csv/tsv/parquet, compressed or not), a local dataset
+    directory, or a Hub dataset id (``name``/``revision`` apply). For a local file, ``split`` other
+    than the source's own ``split`` is read as the path of another file (its eval file).
+    """
+    from datasets import load_dataset, load_from_disk
+
+    split = split or source.split
+    path_str = source.path if split == source.split else split
+    path = Path(path_str).expanduser()
+    try:
+        if path.is_file():
+            builder = _builder(path)
+            if builder is None:
+                raise DataError(f"{path}: unknown file type; use .jsonl, .json, .csv, .tsv or .parquet.")
+            kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
+            ds = load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
+        elif path.is_dir() and (path / "dataset_info.json").exists():
+            ds = load_from_disk(str(path))
+        elif path.is_dir():
+            ds = load_dataset(str(path), split=split)
+        elif split != source.split and not Path(source.path).exists():
+            ds = load_dataset(source.path, name=source.name, split=split, revision=source.revision)
+        elif Path(source.path).exists():
+            raise DataError(f"eval_split {split!r} of local source {source.path} is not a file.")
+        else:
+            ds = load_dataset(source.path, name=source.name, split=split, revision=source.revision)
+    except DataError:
+        raise
+    except FileNotFoundError as exc:
+        raise DataError(f"dataset {path_str!r}: not found ({exc}).") from exc
+    except Exception as exc:  # datasets raises many types for offline / missing / bad files
+        raise DataError(
+            f"dataset {path_str!r} (split {split!r}) could not be loaded: {type(exc).__name__}: {exc}. "
+            "A Hub id needs network access (or HF_DATASETS_OFFLINE=1 with a cached copy); a local path must exist."
+        ) from exc
+    if hasattr(ds, "keys") and not hasattr(ds, "to_list"):  # DatasetDict from load_from_disk
+        if split not in ds:
+            raise DataError(f"dataset {path_str!r} has splits {list(ds)}, not {split!r}.")
+        ds = ds[split]
+    return ds.to_list()

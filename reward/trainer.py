@@ -1,0 +1,110 @@
+"""``RewardkitTrainer``: TRL's ``RewardTrainer`` with the packed forward and exact, sync-free metrics.
+
+What it changes and why:
+- ``compute_loss`` runs the prompt-sharing packed forward (``reward.packing``) when the batch is
+  packed, and TRL's padded forward otherwise; the Bradley-Terry loss, margin and reward centering
+  are TRL's.
+- Metrics: TRL calls ``.item()`` several times per micro-batch (a host sync each) and logs accuracy
+  as a mean of batch means that counts ties as losses. Here counts accumulate on the device and are
+  reduced across processes once per ``log``: exact accuracy, ties reported apart.
+- A guard: the datasets it receives already fit ``max_length`` (``reward.data``); if TRL's own
+  length filter still removed a row, training stops instead of losing it silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from trl import RewardTrainer
+
+from .modeling import head_name
+from .packing import PackedPreferenceCollator, ScoreCapture, packed_rewards
+
+logger = logging.getLogger(__name__)
+_STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")
+
+
+class RewardkitTrainer(RewardTrainer):
+    """RewardTrainer + packing + exact metrics. ``packing=False`` is the stock padded path."""
+
+    def __init__(self, *args: Any, packing: bool = True, **kwargs: Any):
+        train = kwargs.get("train_dataset")
+        evals = kwargs.get("eval_dataset")
+        sizes = (len(train) if train is not None else None, len(evals) if evals is not None else None)
+        self.packing = packing
+        if packing and kwargs.get("data_collator") is None:
+            tok = kwargs["processing_class"]
+            kwargs["data_collator"] = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)
+        super().__init__(*args, **kwargs)
+        after = (len(self.train_dataset) if self.train_dataset is not None else None,
+                 len(self.eval_dataset) if self.eval_dataset is not None else None)
+        if after != sizes:
+            raise RuntimeError(f"TRL's dataset preparation changed the number of pairs {sizes} → {after}; "
+                               "rewardkit's data step should have made every pair fit max_length.")
+        self._check_head_trainable()
+        self._capture: ScoreCapture | None = None
+        self._stats: dict[str, torch.Tensor] = {}
+
+    def _check_head_trainable(self) -> None:
+        name = head_name(self.model)
+        trainable = [n for n, p in self.model.named_parameters() if p.requires_grad and f".{name}." in f".{n}"]
+        if not trainable:
+            raise RuntimeError(f"the reward head '{name}' is frozen: LoRA would never train it. "
+                               "Use task_type SEQ_CLS / modules_to_save=['score'].")
+
+    def _set_signature_columns_if_needed(self) -> None:
+        if self._signature_columns is None:
+            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "prompt_len"]
+
+    def _head_capture(self, model: Any) -> ScoreCapture:
+        if self._capture is None:
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            self._capture = ScoreCapture(getattr(base, head_name(self.model)))
+        return self._capture
+
+    def pair_rewards(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(chosen rewards, rejected rewards, real tokens) for a packed or a padded batch."""
+        if "segment_ids" in inputs:
+            chosen, rejected = packed_rewards(model, self._head_capture(model), inputs, inner=self.model)
+            return chosen, rejected, torch.tensor(inputs["input_ids"].numel(), device=chosen.device)
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        chosen, rejected = torch.chunk(out.logits.squeeze(-1), chunks=2)
+        return chosen, rejected, inputs["attention_mask"].sum()
+
+    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        mode = "train" if self.model.training else "eval"
+        chosen, rejected, tokens = self.pair_rewards(model, inputs)
+        diff = chosen - rejected
+        if "margin" in inputs:
+            diff = diff - inputs["margin"]
+        loss = -F.logsigmoid(diff).mean()
+        if self.args.center_rewards_coefficient is not None:
+            loss = loss + self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
+        with torch.no_grad():
+            gap = (chosen - rejected).float()
+            n = torch.tensor(float(gap.numel()), device=gap.device)
+            row = torch.stack([n, (gap > 0).sum().float(), (gap == 0).sum().float(), gap.sum(),
+                               loss.detach().float() * n, tokens.float()])
+            self._stats[mode] = self._stats[mode] + row if mode in self._stats else row
+        if return_outputs:
+            return loss, {"rewards": torch.stack([chosen, rejected], dim=-1)}
+        return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        stats = self._stats.pop(mode, None)
+        if stats is not None:
+            total = self.accelerator.reduce(stats, reduction="sum").tolist()  # one sync per log, not per step
+            values = dict(zip(_STATS, total))
+            pairs = max(values["pairs"], 1.0)
+            prefix = "eval_" if mode == "eval" else ""
+            logs[prefix + "accuracy"] = values["correct"] / pairs
+            logs[prefix + "ties"] = values["ties"] / pairs
+            logs[prefix + "margin"] = values["margin_sum"] / pairs
+            if mode == "train":
+                logs["tokens"] = values["tokens"]
+        super().log(logs, start_time)

@@ -1,0 +1,230 @@
+"""Data adapters, hygiene, splits and the length policy: every pair accounted for."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import pytest
+
+from reward.data import DataError, DataReport, collect_pairs, fit_lengths, grouped_split, parse_hh_transcript
+from reward.data.pipeline import prepare_data, prompt_key
+from reward.recipe import parse_source
+from tests.conftest import SHARED_HH
+
+
+def _collect(path, fmt="pairs", **kw):
+    report = DataReport()
+    train, evals = collect_pairs([parse_source(0, {"path": str(path), "format": fmt, **kw})], report,
+                                 eval_split_size=0.0)
+    return train, report
+
+
+def test_hh_transcript_parsing():
+    msgs = parse_hh_transcript("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how are you?")
+    assert msgs == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": "how are you?"}]
+
+
+@pytest.mark.skipif(not SHARED_HH.exists(), reason="../shared/data is not beside this checkout")
+def test_hh_rlhf_full_file_at_256_accounts_for_every_row(tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    data = prepare_data([parse_source(0, {"path": str(SHARED_HH), "format": "hh-rlhf"})], tok, max_length=256,
+                        cache_dir=str(tmp_path))
+    r = data.report
+    assert r.total == 1800
+    assert r.kept + sum(r.dropped.values()) == r.total
+    assert r.kept / r.total >= 0.97, r.summary()
+    assert r.repaired["hh_prefix_mismatch"] == 2
+    assert r.truncated > 0
+    assert all(len(x) <= 256 for x in data.train["chosen_ids"] + data.train["rejected_ids"])
+    print(r.summary())
+
+
+def test_length_policy():
+    assert fit_lengths(100, (20, 30), 256, "left") == 100
+    assert fit_lengths(300, (20, 30), 256, "left") == 226
+    assert fit_lengths(300, (20, 30), 256, "drop") is None
+    assert fit_lengths(10, (300, 5), 256, "left") is None
+    assert fit_lengths(10, (256, 5), 256, "left") == 0
+
+
+def test_left_truncation_keeps_last_turn_and_responses(tokenizer_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    long_prompt = "\n\nHuman: " + "tell me more " * 200 + "\n\nAssistant: ok\n\nHuman: final question?"
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"chosen": long_prompt + "\n\nAssistant: good answer",
+                                "rejected": long_prompt + "\n\nAssistant: bad"}) + "\n")
+    for policy, kept in (("left", 1), ("drop", 0)):
+        data = prepare_data([parse_source(0, {"path": str(path), "format": "hh-rlhf"})], tok, 128, policy,
+                            eval_split_size=0.0, cache_dir=str(tmp_path / policy))
+        assert data.report.kept == kept
+        if kept:
+            text = tok.decode(data.train[0]["chosen_ids"])
+            assert "final question?" in text and text.rstrip().endswith("<|im_end|>") and "good answer" in text
+            assert data.report.truncated == 1
+        else:
+            assert data.report.dropped["too_long"] == 1
+
+
+def test_hygiene_counts_each_reason(tmp_path):
+    rows = [
+        {"prompt": "p1", "chosen": "a", "rejected": "b"},
+        {"prompt": "p1", "chosen": "a", "rejected": "b"},  # duplicate
+        {"prompt": "p2", "chosen": "same", "rejected": "same"},  # identical
+        {"prompt": "p3", "chosen": "", "rejected": "b"},  # empty
+        {"prompt": "p4", "chosen": None, "rejected": "b"},  # missing
+        {"prompt": "p5", "chosen": "x", "rejected": "y", "margin": 1.5},
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs, report = _collect(path)
+    assert len(pairs) == 2
+    assert dict(report.dropped) == {"duplicate": 1, "identical_responses": 1, "empty_field": 2}
+    assert report.total == 6
+    assert pairs[1]["margin"] == 1.5
+
+
+def test_non_string_value_names_row_and_column(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n"
+                    + json.dumps({"prompt": "p", "chosen": "a", "rejected": 7}) + "\n")
+    with pytest.raises(DataError, match=r"row 1, column 'rejected'"):
+        _collect(path)
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet", "json"])
+def test_local_file_types_and_column_mapping(tmp_path, ext):
+    import pandas as pd
+
+    df = pd.DataFrame({"question": ["q1", "q2", "q3"], "good": ["a1", "a2", "a3"], "bad": ["b1", "b2", "b3"]})
+    path = tmp_path / f"d.{ext}"
+    {"jsonl": lambda: df.to_json(path, orient="records", lines=True), "csv": lambda: df.to_csv(path, index=False),
+     "parquet": lambda: df.to_parquet(path), "json": lambda: df.to_json(path, orient="records")}[ext]()
+    pairs, report = _collect(path, columns={"prompt": "question", "chosen": "good", "rejected": "bad"})
+    assert [p["chosen"] for p in pairs] == ["a1", "a2", "a3"]
+    assert pairs[0]["prompt"] == [{"role": "user", "content": "q1"}]
+
+
+def test_missing_column_is_explained(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"question": "q", "good": "a", "bad": "b"}) + "\n")
+    with pytest.raises(DataError, match=r"no column 'chosen'.*columns: question, good, bad"):
+        _collect(path)
+
+
+def test_conversational_ultrafeedback(tmp_path):
+    conv = lambda reply: [{"role": "user", "content": "hi"}, {"role": "assistant", "content": reply}]  # noqa: E731
+    rows = [{"chosen": conv("hello!"), "rejected": conv("go away")},
+            {"chosen": conv("x"), "rejected": [{"role": "user", "content": "other"}, {"role": "assistant", "content": "y"}]},
+            {"chosen": [{"role": "user", "content": "no reply"}], "rejected": conv("z")}]
+    path = tmp_path / "uf.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs, report = _collect(path, "conversational")
+    assert len(pairs) == 1 and pairs[0]["chosen"] == "hello!"
+    assert dict(report.dropped) == {"prompt_mismatch": 1, "no_assistant_reply": 1}
+
+
+def test_helpsteer2_raw_pairs_ties_and_margin(tmp_path):
+    rows = [
+        {"prompt": "p", "response": "r1", "helpfulness": 4, "correctness": 4, "coherence": 4, "complexity": 2, "verbosity": 2},
+        {"prompt": "p", "response": "r2", "helpfulness": 2, "correctness": 3, "coherence": 4, "complexity": 2, "verbosity": 2},
+        {"prompt": "q", "response": "s1", "helpfulness": 3, "correctness": 3, "coherence": 3, "complexity": 2, "verbosity": 2},
+        {"prompt": "q", "response": "s2", "helpfulness": 3, "correctness": 1, "coherence": 3, "complexity": 2, "verbosity": 2},
+    ]
+    path = tmp_path / "hs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs, report = _collect(path, "helpsteer2", use_margin=True)
+    assert len(pairs) == 1 and pairs[0]["chosen"] == "r1" and pairs[0]["margin"] == 2.0
+    assert report.dropped["score_tie"] == 1
+    pairs, report = _collect(path, "helpsteer2", score_weights={"helpfulness": 1.0, "correctness": 1.0})
+    assert len(pairs) == 2 and report.dropped["score_tie"] == 0
+
+
+def test_helpsteer2_binarized_strips_repeated_prompt(tmp_path):
+    rows = [{"prompt": "What is 2+2?", "chosen": "What is 2+2? 4", "rejected": "What is 2+2? 5"},
+            {"prompt": "Name a colour", "chosen": "Blue", "rejected": "Seven"}]
+    path = tmp_path / "hsb.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs, report = _collect(path, "helpsteer2-binarized")
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("4", "5"), ("Blue", "Seven")]
+    assert report.repaired["prompt_repeated_in_response"] == 2
+
+
+def test_ranked_csv_all_and_adjacent(tmp_path):
+    from tests.conftest import ROOT
+
+    src = ROOT / "data" / "ranked_answers.csv"
+    out = tmp_path / "answers_pairs.csv"
+    pairs, report = _collect(src, "ranked-csv", pairs_out=str(out))
+    assert report.dropped["rank_tie"] == 1  # the one tie in the file
+    assert len(pairs) + report.dropped["rank_tie"] == report.total == 6 * 3
+    with out.open() as fh:
+        written = list(csv.DictReader(fh))
+    assert len(written) == len(pairs) and set(written[0]) == {"prompt", "chosen", "rejected"}
+    adj, report = _collect(src, "ranked-csv", pairing="adjacent")
+    assert len(adj) + report.dropped["rank_tie"] == 6 * 2
+
+
+def test_grouped_split_has_no_prompt_on_both_sides(hh_small):
+    pairs, _ = _collect(hh_small, "hh-rlhf")
+    pairs = pairs + [dict(p, chosen=p["chosen"] + " (variant)") for p in pairs[:20]]  # repeated prompts
+    train, evals = grouped_split(pairs, 0.2, seed=3)
+    assert len(train) + len(evals) == len(pairs) and evals
+    assert not {prompt_key(p) for p in train} & {prompt_key(p) for p in evals}
+    again = grouped_split(pairs, 0.2, seed=3)
+    assert [prompt_key(p) for p in again[1]] == [prompt_key(p) for p in evals]
+
+
+def test_explicit_eval_split_leak_is_counted(tmp_path):
+    train = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(5)]
+    test = [{"prompt": "p0", "chosen": "c", "rejected": "d"}, {"prompt": "new", "chosen": "c", "rejected": "d"}]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    report = DataReport()
+    tr, ev = collect_pairs([parse_source(0, {"path": str(tmp_path / "train.jsonl"),
+                                             "eval_split": str(tmp_path / "test.jsonl")})], report)
+    assert len(tr) == 5 and len(ev) == 1 and report.dropped["prompt_in_train_and_eval"] == 1
+
+
+def test_mixture_weights_are_counted(tmp_path):
+    rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(10)]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = DataReport()
+    tr, _ = collect_pairs([parse_source(0, {"path": str(tmp_path / "a.jsonl"), "weight": 0.5}),
+                           parse_source(1, {"path": str(tmp_path / "a.jsonl"), "weight": 2.0})], report, eval_split_size=0)
+    assert len(tr) == 5 + 20 and report.dropped["mixture_weight"] == 5 and report.total == 30
+
+
+def test_hub_loading_path_uses_load_dataset(tmp_path, monkeypatch):
+    """A Hub id goes through datasets.load_dataset with name/split/revision (tested on a local copy)."""
+    import datasets
+
+    calls = []
+    local = datasets.Dataset.from_list([{"prompt": "p", "chosen": "a", "rejected": "b"}])
+
+    def fake(path, name=None, split=None, revision=None, **kw):
+        calls.append((path, name, split, revision))
+        return local
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    pairs, _ = _collect("org/some-dataset", name="cfg", revision="abc", split="train")
+    assert calls == [("org/some-dataset", "cfg", "train", "abc")] and len(pairs) == 1
+
+
+def test_data_inspect_json(tiny_recipe, tmp_path):
+    import subprocess
+    import sys
+
+    recipe = tiny_recipe()
+    proc = subprocess.run([sys.executable, "-m", "reward.cli", "data", "inspect", str(recipe), "--json",
+                           "--max_length", "64"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["kept"] + sum(out["dropped"].values()) == out["total"] == 80
+    assert out["truncated"] > 0 and "prompt_token_share" in out

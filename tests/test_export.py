@@ -1,0 +1,108 @@
+"""Export: LoRA merge and full copy reload with plain transformers and score identically; push."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+from reward.export import ExportError, export_run
+from reward.recipe import load_recipe
+from reward.scoring import RewardModel
+from reward.train import run_training
+from tests.fake_hub import FakeHub
+
+PAIRS = [("How do I boil an egg?", "Nine minutes in boiling water."), ("Hi", "Go away."), ("Hi", "Hello, how can I help?")]
+
+
+def _plain_transformers_scores(path, rm: RewardModel) -> list[float]:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    assert model.config.pad_token_id == tok.pad_token_id is not None and tok.chat_template
+    out = []
+    for p, r in PAIRS:
+        ids = rm._sequences([p], [[r]])[0][0]
+        with torch.no_grad():
+            out.append(float(model(torch.tensor([ids])).logits[0, 0]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_model_dir):
+    from tests.conftest import SAMPLE, write_recipe
+
+    tmp = tmp_path_factory.mktemp("lora")
+    import gzip
+
+    (tmp / "hh.jsonl").write_text("".join(gzip.open(SAMPLE, "rt").readlines()[:60]))
+    recipe = write_recipe(tmp / "r.yaml", model_name_or_path=str(tiny_model_dir), datasets=[{"path": str(tmp / "hh.jsonl"), "format": "hh-rlhf"}],
+                          max_length=128, per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2, use_peft=True,
+                          lora_r=4, lora_alpha=8, eval_split_size=0.2, output_dir=str(tmp / "run"), cache_dir=str(tmp / "c"),
+                          save_strategy="no", report_to="none")
+    return run_training(load_recipe(recipe))
+
+
+def test_lora_export_merges_head_and_scores_identically(lora_run, tmp_path):
+    out = export_run(lora_run, tmp_path / "export")
+    info = json.loads((out / "rewardkit.json").read_text())
+    assert info["verification"]["max_abs_diff"] <= 1e-4 and info["verification"]["on"] == "held-out pairs"
+    assert info["reward_mean"] is not None and info["reward_std"] is not None
+    assert any(out.glob("*.safetensors")) and not (out / "adapter_config.json").exists()
+    run_scores = RewardModel.from_pretrained(str(lora_run)).score_batch(PAIRS)  # base + adapter, unmerged
+    plain = _plain_transformers_scores(out, RewardModel.from_pretrained(str(out)))
+    assert plain == pytest.approx(run_scores, abs=1e-4)
+    card = (out / "README.md").read_text()
+    assert "## Usage with transformers" in card and "accuracy" in card and "License" in card
+
+
+def test_full_export_scores_identically(tiny_recipe, tmp_path):
+    run = run_training(load_recipe(tiny_recipe(eval_split_size=0.2)))
+    out = export_run(run, tmp_path / "export_full")
+    plain = _plain_transformers_scores(out, RewardModel.from_pretrained(str(out)))
+    assert plain == pytest.approx(RewardModel.from_pretrained(str(run)).score_batch(PAIRS), abs=1e-5)
+
+
+def test_bf16_export_within_stated_tolerance(lora_run, tmp_path):
+    out = export_run(lora_run, tmp_path / "export_bf16", dtype="bf16")
+    info = json.loads((out / "rewardkit.json").read_text())["verification"]
+    assert info["dtype"] == "bf16" and info["max_abs_diff"] <= info["tolerance"] == 5e-2
+
+
+def test_corrupted_or_missing_adapter_is_a_clear_error(lora_run, tmp_path):
+    broken = shutil.copytree(lora_run, tmp_path / "broken")
+    (broken / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="adapter could not be loaded"):
+        export_run(broken, tmp_path / "x")
+    (broken / "adapter_model.safetensors").unlink()
+    with pytest.raises(ExportError, match="no model weights"):
+        export_run(broken, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_push_to_local_hub_never_leaks_the_token(lora_run, tmp_path, monkeypatch, capfd):
+    secret = "hf_SECRETtoken1234567890"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    with FakeHub(fail_commits=1) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        import huggingface_hub.constants as c
+
+        monkeypatch.setattr(c, "ENDPOINT", hub.url)
+        monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+        out = tmp_path / "pushed"
+        with pytest.raises(ExportError, match="local export .* is\\s+complete: re-run"):
+            export_run(lora_run, out, push_to_hub="org/rm")
+        assert (out / "rewardkit.json").exists()  # the failed upload left the export complete
+        export_run(lora_run, out, push_to_hub="org/rm")  # re-run resumes: no re-export, upload succeeds
+        files = hub.repos["org/rm"]
+        assert "config.json" in files and "rewardkit.json" in files and any(k.endswith(".safetensors") for k in files)
+        assert any(secret in h for h in hub.auth_headers)  # the token did reach the Hub...
+    captured = capfd.readouterr()
+    assert secret not in captured.out + captured.err  # ...and nowhere else
+    for f in list(out.rglob("*")) + list(lora_run.rglob("*")):
+        if f.is_file() and f.stat().st_size < 5_000_000:
+            assert secret.encode() not in f.read_bytes(), f

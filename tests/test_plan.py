@@ -1,0 +1,38 @@
+"""The memory planner's arithmetic and verdicts."""
+
+from __future__ import annotations
+
+import pytest
+
+from reward.plan import Shape, estimate, plan_from_recipe
+from reward.recipe import load_recipe
+from tests.conftest import ROOT
+
+
+def test_param_count_matches_public_sizes():
+    qwen15 = Shape(hidden=1536, layers=28, heads=12, kv_heads=2, inter=8960, vocab=151936)
+    assert qwen15.params / 1e9 == pytest.approx(1.54, abs=0.03)
+    llama8 = Shape(hidden=4096, layers=32, heads=32, kv_heads=8, inter=14336, vocab=128256, tied=False)
+    assert llama8.params / 1e9 == pytest.approx(7.5, abs=0.1)  # 8.03B minus the 0.53B LM head
+
+
+def test_zero_stages_and_levers_shrink_memory():
+    s = Shape(hidden=3584, layers=28, heads=28, kv_heads=4, inter=18944, vocab=152064, tied=False)
+    kw = dict(shape=s, name="7b", gpus=8, offload_optimizer=False, offload_params=False, lora=False, lora_r=16,
+              four_bit=False, micro_batch_pairs=4, max_length=2048, gpu_memory_gb=80, deepspeed=True)
+    z0 = estimate(zero_stage=0, checkpointing=True, **{**kw, "deepspeed": False})
+    z2 = estimate(zero_stage=2, checkpointing=True, **kw)
+    z3 = estimate(zero_stage=3, checkpointing=True, **kw)
+    assert z0.total_gb > z2.total_gb > z3.total_gb
+    assert not z0.fits and z3.fits
+    no_ckpt = estimate(zero_stage=3, checkpointing=False, **kw)
+    assert no_ckpt.parts_gb["activations"] > 5 * z3.parts_gb["activations"]
+
+
+def test_plan_cli_recipes():
+    r = load_recipe(ROOT / "recipes" / "qwen2.5-7b-zero3-full.yaml")
+    one = plan_from_recipe(r, "single_gpu_bf16", 1)
+    assert not one.fits and "ZeRO-3" in one.lever or "LoRA" in one.lever
+    eight = plan_from_recipe(r, "zero3", 8)
+    assert eight.fits and eight.zero_stage == 3
+    assert "total per GPU" in eight.render()
