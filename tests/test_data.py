@@ -40,7 +40,7 @@ def test_hh_rlhf_full_file_at_256_accounts_for_every_row(tokenizer_dir, tmp_path
     assert r.kept / r.total >= 0.97, r.summary()
     assert r.repaired["hh_prefix_mismatch"] == 2
     assert r.truncated > 0
-    assert all(len(x) <= 256 for x in data.train["chosen_ids"] + data.train["rejected_ids"])
+    assert all(len(x) <= 256 for x in list(data.train["chosen_ids"]) + list(data.train["rejected_ids"]))
     print(r.summary())
 
 
@@ -60,16 +60,14 @@ def test_left_truncation_keeps_last_turn_and_responses(tokenizer_dir, tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text(json.dumps({"chosen": long_prompt + "\n\nAssistant: good answer",
                                 "rejected": long_prompt + "\n\nAssistant: bad"}) + "\n")
-    for policy, kept in (("left", 1), ("drop", 0)):
-        data = prepare_data([parse_source(0, {"path": str(path), "format": "hh-rlhf"})], tok, 128, policy,
-                            eval_split_size=0.0, cache_dir=str(tmp_path / policy))
-        assert data.report.kept == kept
-        if kept:
-            text = tok.decode(data.train[0]["chosen_ids"])
-            assert "final question?" in text and text.rstrip().endswith("<|im_end|>") and "good answer" in text
-            assert data.report.truncated == 1
-        else:
-            assert data.report.dropped["too_long"] == 1
+    source = [parse_source(0, {"path": str(path), "format": "hh-rlhf"})]
+    data = prepare_data(source, tok, 128, "left", eval_split_size=0.0, cache_dir=str(tmp_path / "left"))
+    assert data.report.kept == 1 and data.report.truncated == 1
+    text = tok.decode(data.train[0]["chosen_ids"])
+    assert "final question?" in text and text.rstrip().endswith("<|im_end|>") and "good answer" in text
+    assert len(data.train[0]["chosen_ids"]) <= 128
+    with pytest.raises(DataError, match="(?s)no pairs left.*dropped too_long: 1"):
+        prepare_data(source, tok, 128, "drop", eval_split_size=0.0, cache_dir=str(tmp_path / "drop"))
 
 
 def test_hygiene_counts_each_reason(tmp_path):
