@@ -36,6 +36,8 @@ class FakeHub:
                 hub.auth_headers.append(self.headers.get("Authorization", ""))
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
                 parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[:2] == ["api", "validate-yaml"]:
+                    return self._reply(200, {"errors": [], "warnings": []})
                 if parts[:3] == ["api", "repos", "create"]:
                     req = json.loads(body)
                     repo = f"{req.get('organization') or 'user'}/{req['name']}"
@@ -49,7 +51,7 @@ class FakeHub:
                     repo = f"{parts[2]}/{parts[3]}"
                     hub.commits += 1
                     if hub.commits <= hub.fail_commits:
-                        return self._reply(500, {"error": "injected failure"})
+                        return self._reply(400, {"error": "injected failure"})  # 5xx would be retried by the client
                     for line in body.decode().splitlines():
                         item = json.loads(line)
                         if item.get("key") == "file":
