@@ -45,6 +45,11 @@ def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
 
     run_dir = run_training(recipe)
     print(f"run directory: {run_dir}")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # every rank leaves the group before exiting
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 

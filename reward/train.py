@@ -150,7 +150,14 @@ def run_training(recipe: Recipe) -> Path:
             metrics["eval"] = evaluation
             write_report(run_dir / "eval_report", evaluation, chosen, rejected, clen, rlen,
                          title=f"Held-out evaluation of {run_dir.name}")
+            # The trained model's own rewards: a reloaded or exported model is checked against these.
+            write_json(run_dir / "eval_report" / "rewards.json",
+                       {"chosen_ids": [list(x) for x in subset["chosen_ids"][:64]],
+                        "rejected_ids": [list(x) for x in subset["rejected_ids"][:64]],
+                        "chosen": chosen[:64], "rejected": rejected[:64]})
     metrics["train_seconds"] = time.time() - started
+    if torch.cuda.is_available():
+        metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     if state.is_main_process:
         write_json(run_dir / "metrics.json", metrics)
         if "eval" in metrics:

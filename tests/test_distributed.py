@@ -37,7 +37,9 @@ def test_two_process_train_save_reload(tiny_recipe, tmp_path):
            str(ROOT / "accelerate_configs" / "multi_cpu.yaml"), "--main_process_port", str(_free_port()),
            str(ROOT / "launch" / "train.py"), str(recipe)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if proc.returncode != 0:  # show every rank's traceback, not just the launcher's tail
+        lines = [x for x in proc.stderr.splitlines() if "Error" in x or "Traceback" in x or 'File "' in x]
+        pytest.fail("2-process run failed:\n" + "\n".join(lines[-60:]))
     run = tmp_path / "run"
     env = json.loads((run / "environment.json").read_text())
     assert env["world_size"] == 2
