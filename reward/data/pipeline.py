@@ -222,15 +222,29 @@ def _report_fields(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _save(root: Path, train: Any, evals: Any, report: DataReport) -> None:
-    """Write the cache; the ``complete`` marker goes last so a killed write is never read back."""
-    import shutil
+    """Write the cache into a private folder, then publish it with one atomic rename.
 
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    if train is not None:
-        train.save_to_disk(str(root / "train"))
-    if evals is not None:
-        evals.save_to_disk(str(root / "eval"))
-    (root / "report.json").write_text(report.to_json())
-    (root / "complete").write_text("")
+    Several nodes' main processes may prepare the same data on a shared filesystem at once: each
+    writes its own folder and only the first rename wins (the others' copies are identical).
+    """
+    import os
+    import shutil
+    import socket
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.{socket.gethostname()}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if train is not None:
+            train.save_to_disk(str(tmp / "train"))
+        if evals is not None:
+            evals.save_to_disk(str(tmp / "eval"))
+        (tmp / "report.json").write_text(report.to_json())
+        (tmp / "complete").write_text("")
+        os.rename(tmp, root)
+    except OSError:
+        if not (root / "complete").exists():
+            logger.warning("could not publish the data cache at %s", root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
