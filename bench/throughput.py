@@ -98,7 +98,8 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
                       **{k: v for k, v in SHAPES[shape].items()})
     torch.manual_seed(0)
     model = LlamaForSequenceClassification(cfg)
-    n_params = sum(p.numel() for p in model.parameters())
+    # 6·N·tokens counts matmul parameters: the embedding table is a lookup, not a matmul
+    n_params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
     stock = path_name == "trl-stock"
     cuda = device.type == "cuda"
     args = RewardConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch,
