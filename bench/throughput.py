@@ -143,8 +143,8 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     trainer.add_callback(Timer())
     trainer.train()
     seconds = clock["t1"] - clock["t0"]
-    # the dataloader prefetches one batch past the last step; the counts cover exactly the timed steps
-    # when measured per step, so scale by the steps that ran
+    # The dataloader may fetch one batch beyond the last timed step, so the counter can hold one extra
+    # batch: tokens/s uses the mean tokens per counted batch times the batches actually timed.
     timed_steps = steps - warmup
     pairs_s = timed_steps * batch / seconds
     tokens_s = counter.tokens * (timed_steps / max(1, counter.pairs / batch)) / seconds

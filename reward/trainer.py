@@ -65,11 +65,11 @@ class RewardkitTrainer(RewardTrainer):
             self._capture = ScoreCapture(getattr(base, head_name(self.model)))
         return self._capture
 
-    def pair_rewards(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(chosen rewards, rejected rewards, real tokens) for a packed or a padded batch."""
+    def pair_rewards(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(chosen rewards, rejected rewards, real tokens: an int or a device scalar) for a packed or padded batch."""
         if "segment_ids" in inputs:
             chosen, rejected = packed_rewards(model, self._head_capture(model), inputs, inner=self.model)
-            return chosen, rejected, torch.tensor(inputs["input_ids"].numel(), device=chosen.device)
+            return chosen, rejected, inputs["input_ids"].numel()
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         chosen, rejected = torch.chunk(out.logits.squeeze(-1), chunks=2)
         return chosen, rejected, inputs["attention_mask"].sum()
@@ -88,7 +88,7 @@ class RewardkitTrainer(RewardTrainer):
             gap = (chosen - rejected).float()
             n = torch.tensor(float(gap.numel()), device=gap.device)
             row = torch.stack([n, (gap > 0).sum().float(), (gap == 0).sum().float(), gap.sum(),
-                               loss.detach().float() * n, tokens.float()])
+                               loss.detach().float() * n, torch.as_tensor(tokens, device=gap.device).float()])
             self._stats[mode] = self._stats[mode] + row if mode in self._stats else row
         if return_outputs:
             return loss, {"rewards": torch.stack([chosen, rejected], dim=-1)}
