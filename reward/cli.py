@@ -82,9 +82,17 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
 
     rm = RewardModel.from_pretrained(ns.model, device=ns.device)
     result = rm.evaluate_file(ns.data, fmt=ns.format, max_length=ns.max_length, batch_size=ns.batch_size,
-                              max_pairs=ns.max_pairs)
+                              max_pairs=ns.max_pairs, exclude_seen=not ns.include_seen, split=ns.split,
+                              progress=not ns.no_progress)
     metrics = result["metrics"]
-    metrics["data"] = result["report"]
+    metrics["data"] = data = result["report"]
+    seen = data["dropped"].get("prompt_seen_in_training", 0)
+    if seen:
+        print(f"left out {seen} of {data['total']} pairs whose prompt the model trained on "
+              "(--include_seen keeps them)", file=sys.stderr)
+    elif data["training_prompts_known"] is False:
+        print(f"warning: {ns.model} does not record its training prompts (no train_prompt_hashes.json): "
+              "cannot check that these pairs are unseen", file=sys.stderr)
     if ns.report:
         write_report(ns.report, metrics, result["chosen"], result["rejected"], result["chosen_len"],
                      result["rejected_len"], title=f"Evaluation of {ns.model} on {ns.data}")
@@ -153,8 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a reward model on preference pairs")
     e.add_argument("model", help="run directory, exported model directory or Hub id")
-    e.add_argument("--data", required=True)
-    e.add_argument("--format", default="pairs")
+    e.add_argument("--data", required=True, help="a local file or directory, or a Hub dataset id")
+    e.add_argument("--format", default="pairs", help="pairs, conversational, hh-rlhf, helpsteer2, ...")
+    e.add_argument("--split", default="train", help="split of a Hub dataset (a local file is one split)")
+    e.add_argument("--include_seen", action="store_true",
+                   help="keep pairs whose prompt the model trained on (left out by default)")
+    e.add_argument("--no_progress", action="store_true")
     e.add_argument("--max_length", type=int, default=None, help="default: the run's max_length")
     e.add_argument("--max_pairs", type=int, default=None)
     e.add_argument("--batch_size", type=int, default=16)

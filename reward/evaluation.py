@@ -45,6 +45,26 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at small n and near 0 or 1, unlike p ± 2σ)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def binomial_p_above_chance(successes: int, n: int) -> float:
+    """One-sided exact binomial p-value of ``successes`` or more wins out of ``n`` at p = 0.5."""
+    if n == 0:
+        return float("nan")
+    log_terms = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+                 for k in range(successes, n + 1)]
+    top = max(log_terms)
+    return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms)))
+
+
 def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
                     chosen_len: Sequence[int] | None = None, rejected_len: Sequence[int] | None = None) -> dict[str, Any]:
     """All pair metrics. Ties (equal rewards) are counted apart, never as wins."""
@@ -64,6 +84,9 @@ def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
         "ties": ties,
         "tie_rate": ties / n,
         "accuracy_excluding_ties": wins / (n - ties) if n > ties else float("nan"),
+        # Ties count as losses here: "above chance" must not lean on a model that outputs constants.
+        "accuracy_ci95": list(wilson_interval(wins, n)),
+        "p_value_vs_chance": binomial_p_above_chance(wins, n),
         "mean_margin": float(m.mean()),
         "bt_logloss": logloss,
         "ece": ece,
@@ -108,7 +131,11 @@ def metrics_json(metrics: dict[str, Any]) -> str:
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     lines = [
-        f"pairs: {metrics['n_pairs']}  accuracy: {metrics['accuracy']:.4f}  ties: {metrics['ties']}",
+        f"pairs: {metrics['n_pairs']}  accuracy: {metrics['accuracy']:.4f}"
+        + (" (95% CI {:.3f}–{:.3f}, one-sided p vs chance {:.2g})".format(*metrics["accuracy_ci95"],
+                                                                          metrics["p_value_vs_chance"])
+           if "accuracy_ci95" in metrics else "")
+        + f"  ties: {metrics['ties']}",
         f"mean margin: {metrics['mean_margin']:.4f}  Bradley-Terry log-loss: {metrics['bt_logloss']:.4f}  "
         f"ECE: {metrics['ece']:.4f}",
         f"reward mean/std: {metrics['reward_mean']:.4f} / {metrics['reward_std']:.4f}",

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -333,6 +334,10 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
             train_kw[prec] = False
     # TRL 1.x turns bf16 on whenever fp16 is off; that is only right where a GPU can run it.
     train_kw.setdefault("bf16", bool(cuda and not train_kw.get("fp16")))
+    # Several processes and no CUDA (torchrun / accelerate launch on CPU): accelerate forms a gloo
+    # process group only when told it runs on CPU; otherwise every process trains alone as "rank 0".
+    if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        train_kw.setdefault("use_cpu", True)
     # TRL defaults gradient checkpointing on; rewardkit turns it on when the recipe (or `plan`) needs it.
     train_kw.setdefault("gradient_checkpointing", False)
     if model_kw.get("load_in_4bit") and model_kw.get("load_in_8bit"):

@@ -92,18 +92,29 @@ class RewardModel:
     """A reward model ready to score: ``RewardModel.from_pretrained(run_dir_or_model)``."""
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int | None = None, truncation: str = "left",
-                 info: dict[str, Any] | None = None):
+                 info: dict[str, Any] | None = None, source: str | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.truncation = truncation
         self.info = info or {}
+        self.source = source
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
                         max_length: int | None = None) -> "RewardModel":
         model, tok, info = load_scoring_model(path_or_id, device, dtype)
-        return cls(model, tok, max_length or info.get("max_length"), info.get("truncation", "left"), info)
+        return cls(model, tok, max_length or info.get("max_length"), info.get("truncation", "left"), info,
+                   source=str(path_or_id))
+
+    def trained_prompt_hashes(self) -> set[str] | None:
+        """Hashes of the prompts this model trained on (a rewardkit run or export), or None if unknown."""
+        from .train import TRAIN_PROMPTS
+
+        path = Path(self.source) / TRAIN_PROMPTS if self.source else None
+        if path is None or not path.is_file():
+            return None
+        return set(json.loads(path.read_text())["prompts"])
 
     @property
     def device(self) -> Any:
@@ -184,15 +195,30 @@ class RewardModel:
         return self.score_batch(pairs)
 
     def evaluate_file(self, path: str, fmt: str = "pairs", max_length: int | None = None, batch_size: int = 16,
-                      max_pairs: int | None = None) -> dict[str, Any]:
-        """Every pair of a preference file (any adapter format) → metrics and per-pair rewards."""
-        from .data.pipeline import collect_pairs
+                      max_pairs: int | None = None, exclude_seen: bool = True, split: str = "train",
+                      progress: bool = True) -> dict[str, Any]:
+        """Every pair of a preference file or Hub dataset (any adapter format) → metrics and per-pair rewards.
+
+        With ``exclude_seen`` (the default), pairs whose prompt the model trained on are left out and
+        counted as ``prompt_seen_in_training`` — an evaluation on training data looks better than it is.
+        """
+        from .data.pipeline import collect_pairs, prompt_hash
         from .data.report import DataReport
         from .evaluation import compute_metrics
         from .recipe import parse_source
 
         report = DataReport()
-        pairs, _ = collect_pairs([parse_source(0, {"path": path, "format": fmt})], report, eval_split_size=0.0)
+        pairs, _ = collect_pairs([parse_source(0, {"path": path, "format": fmt, "split": split})], report,
+                                 eval_split_size=0.0)
+        seen = self.trained_prompt_hashes() if exclude_seen else None
+        if seen:
+            kept = [p for p in pairs if prompt_hash(p) not in seen]
+            report.drop("prompt_seen_in_training", len(pairs) - len(kept))
+            pairs = kept
+        if not pairs:
+            from .data.report import DataError
+
+            raise DataError(f"{path}: no pairs left to evaluate:\n{report.summary()}")
         if max_pairs is not None and len(pairs) > max_pairs:
             report.drop("max_pairs", len(pairs) - max_pairs)
             pairs = pairs[:max_pairs]
@@ -202,13 +228,14 @@ class RewardModel:
                                     [[p["chosen"], p["rejected"]] for p in pairs])
         limit = max_length or self.max_length
         flat = [self._fit(p, r, limit) for p, rs in zip(p_ids, r_ids) for r in rs]
-        rewards = self.score_token_ids(flat, batch_size=batch_size, progress=True)
+        rewards = self.score_token_ids(flat, batch_size=batch_size, progress=progress)
         chosen, rejected = rewards[0::2], rewards[1::2]
         clen = [len(r[0]) for r in r_ids]
         rlen = [len(r[1]) for r in r_ids]
         metrics = compute_metrics(chosen, rejected, clen, rlen)
         return {"metrics": metrics, "chosen": chosen, "rejected": rejected, "chosen_len": clen, "rejected_len": rlen,
-                "report": {k: report.to_dict()[k] for k in ("total", "kept", "dropped", "repaired")}}
+                "report": {**{k: report.to_dict()[k] for k in ("total", "kept", "dropped", "repaired")},
+                           "training_prompts_known": seen is not None if exclude_seen else None}}
 
 
 class RewardModelEvaluator:

@@ -22,6 +22,7 @@ from .rundir import RUN_COMPLETE, environment, latest_checkpoint, write_json
 
 logger = logging.getLogger("reward")
 RUN_INFO = "rewardkit_run.json"
+TRAIN_PROMPTS = "train_prompt_hashes.json"
 
 
 def _setup_logging(run_dir: Path, is_main: bool) -> None:
@@ -99,6 +100,8 @@ def run_training(recipe: Recipe) -> Path:
     if state.is_main_process:
         logger.info("data:\n%s", data.report.summary())
         write_json(run_dir / "data_report.json", data.report.to_dict())
+        # Hashes, not text: enough for `rewardkit eval` to leave out what the model trained on.
+        write_json(run_dir / TRAIN_PROMPTS, {"hash": "sha1(prompt json)[:16]", "prompts": data.train_prompt_hashes or []})
     if data.train is None:
         raise ValueError("no training pairs left after preparation; see data_report.json")
 

@@ -6,7 +6,9 @@ What it changes and why:
   are TRL's.
 - Metrics: TRL calls ``.item()`` several times per micro-batch (a host sync each) and logs accuracy
   as a mean of batch means that counts ties as losses. Here counts accumulate on the device and are
-  reduced across processes once per ``log``: exact accuracy, ties reported apart.
+  reduced across processes once per ``log``: exact accuracy, ties reported apart. Evaluation
+  counts go through ``gather_for_metrics``, which drops the samples a distributed sampler repeats
+  to even out the last batch, so ``eval_accuracy`` is over exactly the eval set.
 - A guard: the datasets it receives already fit ``max_length`` (``reward.data``); if TRL's own
   length filter still removed a row, training stops instead of losing it silently.
 """
@@ -81,30 +83,47 @@ class RewardkitTrainer(RewardTrainer):
         diff = chosen - rejected
         if "margin" in inputs:
             diff = diff - inputs["margin"]
-        loss = -F.logsigmoid(diff).mean()
+        per_pair = -F.logsigmoid(diff)
+        loss = per_pair.mean()
         if self.args.center_rewards_coefficient is not None:
             loss = loss + self.args.center_rewards_coefficient * torch.mean((chosen + rejected) ** 2)
         with torch.no_grad():
             gap = (chosen - rejected).float()
+            pair_loss = per_pair.detach().float()
+            if mode == "eval":  # every process gets the whole de-duplicated batch; `log` does not reduce again
+                both = self.accelerator.gather_for_metrics(torch.stack([gap, pair_loss], dim=-1))
+                gap, pair_loss = both[:, 0], both[:, 1]
             n = torch.tensor(float(gap.numel()), device=gap.device)
             row = torch.stack([n, (gap > 0).sum().float(), (gap == 0).sum().float(), gap.sum(),
-                               loss.detach().float() * n, torch.as_tensor(tokens, device=gap.device).float()])
+                               pair_loss.sum(), torch.as_tensor(tokens, device=gap.device).float()])
             self._stats[mode] = self._stats[mode] + row if mode in self._stats else row
         if return_outputs:
             return loss, {"rewards": torch.stack([chosen, rejected], dim=-1)}
         return loss
 
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        self._stats.pop("eval", None)  # counts left by a `predict` call must not leak into this evaluation
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().predict(*args, **kwargs)
+        self._stats.pop("eval", None)  # predict does not log: drop its counts
+        return out
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
         stats = self._stats.pop(mode, None)
         if stats is not None:
-            total = self.accelerator.reduce(stats, reduction="sum").tolist()  # one sync per log, not per step
+            # one sync per log, not per step; eval counts were gathered already
+            total = (self.accelerator.reduce(stats, reduction="sum") if mode == "train" else stats).tolist()
             values = dict(zip(_STATS, total))
             pairs = max(values["pairs"], 1.0)
             prefix = "eval_" if mode == "eval" else ""
             logs[prefix + "accuracy"] = values["correct"] / pairs
             logs[prefix + "ties"] = values["ties"] / pairs
             logs[prefix + "margin"] = values["margin_sum"] / pairs
+            if mode == "eval":
+                logs["eval_pairs"] = values["pairs"]
             if mode == "train":
                 logs["tokens"] = values["tokens"]
         super().log(logs, start_time)

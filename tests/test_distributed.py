@@ -30,9 +30,12 @@ def _env() -> dict[str, str]:
 
 
 def test_two_process_train_save_reload(tiny_recipe, tmp_path):
+    """DDP on 2 processes; the eval logged during training counts each eval pair exactly once
+    (the sampler repeats pairs to even out the last batch) and agrees with the end-of-run report."""
     from reward.scoring import RewardModel
 
-    recipe = tiny_recipe(eval_split_size=0.2, max_steps=3)
+    recipe = tiny_recipe(eval_split_size=0.2, max_steps=3, eval_strategy="steps", eval_steps=3,
+                         per_device_eval_batch_size=5)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "accelerate_configs" / "multi_cpu.yaml"), "--main_process_port", str(_free_port()),
            str(ROOT / "launch" / "train.py"), str(recipe)]
@@ -44,6 +47,13 @@ def test_two_process_train_save_reload(tiny_recipe, tmp_path):
     env = json.loads((run / "environment.json").read_text())
     assert env["world_size"] == 2
     assert (run / "run_complete.json").exists() and "held-out accuracy" in proc.stdout
+    final = json.loads((run / "metrics.json").read_text())["eval"]
+    assert final["n_pairs"] % 10, "precondition: the eval set must not fill whole 2×5 batches"
+    logged = [json.loads(x) for x in (run / "logs" / "train_log.jsonl").read_text().splitlines()]
+    evals = [x for x in logged if "eval_accuracy" in x]
+    assert len(evals) == 1 and evals[0]["step"] == 3
+    assert evals[0]["eval_pairs"] == final["n_pairs"]
+    assert evals[0]["eval_accuracy"] == pytest.approx(final["accuracy"], abs=1e-9)
     scores = RewardModel.from_pretrained(str(run)).score_batch([("Hi", "Hello"), ("Hi", "Bye")])
     assert all(isinstance(s, float) for s in scores)
 
@@ -53,21 +63,24 @@ import os, sys, torch
 from accelerate import Accelerator
 from reward.recipe import load_recipe
 from reward.train import run_training
+# A different seed per rank: separate processes would then take different batches and end with
+# different weights; only DDP's all-reduce makes them equal.
 recipe = load_recipe(sys.argv[1], {"output_dir": sys.argv[2], "max_steps": 1, "eval_split_size": 0.0,
-                                   "learning_rate": 0.05})
+                                   "learning_rate": 0.05, "seed": 1 + int(os.environ["RANK"])})
 run_training(recipe)
 '''
 
 
 def test_two_machines_rendezvous_and_allreduce(tiny_recipe, tmp_path):
-    """2 "machines" × 1 process on 127.0.0.1: after one step both ranks hold identical weights
-    (and they differ from the start), which only the gradient all-reduce can produce."""
+    """2 "machines" × 1 process on 127.0.0.1, each with its own seed: after one step both ranks hold
+    identical weights (and they differ from the start), which only the gradient all-reduce can produce."""
     recipe = tiny_recipe()
     script = tmp_path / "worker.py"
     script.write_text(WORKER + r'''
 from accelerate import PartialState
 state = PartialState()
 import torch.distributed as dist
+assert dist.is_initialized() and state.num_processes == 2, (state.distributed_type, state.num_processes)
 from transformers import AutoModelForSequenceClassification
 m = AutoModelForSequenceClassification.from_pretrained(sys.argv[2])
 flat = torch.cat([p.detach().flatten() for p in m.parameters()])

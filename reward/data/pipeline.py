@@ -23,7 +23,7 @@ from .report import DataReport, length_stats
 from .sources import load_rows
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 1  # bump when tokenization changes, to invalidate caches
+FORMAT_VERSION = 2  # bump when tokenization or the cache layout changes, to invalidate caches
 
 
 @dataclass
@@ -31,10 +31,18 @@ class PreparedData:
     train: Any  # datasets.Dataset
     eval: Any | None
     report: DataReport
+    train_prompt_hashes: list[str] | None = None
+    """``prompt_hash`` of every prompt the model trains on (sorted, unique): the run directory keeps
+    them so ``rewardkit eval`` can leave out pairs the model has seen."""
 
 
 def prompt_key(pair: Pair) -> str:
     return json.dumps(pair["prompt"], sort_keys=True, ensure_ascii=False)
+
+
+def prompt_hash(pair: Pair) -> str:
+    """A short stable hash of a pair's prompt (the grouping key of the split)."""
+    return hashlib.sha1(prompt_key(pair).encode()).hexdigest()[:16]
 
 
 def clean_pairs(pairs: list[Pair], report: DataReport) -> list[Pair]:
@@ -113,9 +121,12 @@ def collect_pairs(
 
 
 def tokenize_pairs(
-    pairs: list[Pair], tokenizer: Any, max_length: int | None, policy: str, report: DataReport, split: str
+    pairs: list[Pair], tokenizer: Any, max_length: int | None, policy: str, report: DataReport, split: str,
+    kept_hashes: set[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Tokenize with the shared formatting function and apply the length policy (counted)."""
+    """Tokenize with the shared formatting function and apply the length policy (counted).
+
+    ``kept_hashes`` collects the ``prompt_hash`` of every kept pair."""
     if not pairs:
         return []
     p_ids, r_ids = encode_pairs(tokenizer, [p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs])
@@ -137,6 +148,8 @@ def tokenize_pairs(
         if has_margin:
             row["margin"] = float(pair.get("margin") or 0.0)
         rows.append(row)
+        if kept_hashes is not None:
+            kept_hashes.add(prompt_hash(pair))
     if split == "train":
         report.kept_train += len(rows)
     else:
@@ -189,7 +202,8 @@ def prepare_data(
             report = DataReport(**_report_fields(json.loads((root / "report.json").read_text())))
             train = load_from_disk(str(root / "train")) if (root / "train").exists() else None
             evals = load_from_disk(str(root / "eval")) if (root / "eval").exists() else None
-            return PreparedData(train, evals, report)
+            hashes = json.loads((root / "train_prompts.json").read_text())
+            return PreparedData(train, evals, report, hashes)
         report = DataReport(max_length=max_length, truncation=truncation)
         train_pairs, eval_pairs = collect_pairs(sources, report, seed, eval_split_size)
         for name, cap in (("train", max_train_samples), ("eval", max_eval_samples)):
@@ -197,7 +211,8 @@ def prepare_data(
             if cap is not None and len(pairs) > cap:
                 report.drop(f"max_{name}_samples", len(pairs) - cap)
                 pairs[:] = pairs[:cap]
-        train_rows = tokenize_pairs(train_pairs, tokenizer, max_length, truncation, report, "train")
+        seen: set[str] = set()
+        train_rows = tokenize_pairs(train_pairs, tokenizer, max_length, truncation, report, "train", seen)
         eval_rows = tokenize_pairs(eval_pairs, tokenizer, max_length, truncation, report, "eval")
         _finish_lengths(report)
         report.check()
@@ -207,9 +222,10 @@ def prepare_data(
             raise DataError(f"no pairs left after preparation:\n{report.summary()}")
         train = Dataset.from_list(train_rows) if train_rows else None
         evals = Dataset.from_list(eval_rows) if eval_rows else None
+        hashes = sorted(seen)
         if PartialState().is_local_main_process:
-            _save(root, train, evals, report)
-        return PreparedData(train, evals, report)
+            _save(root, train, evals, report, hashes)
+        return PreparedData(train, evals, report, hashes)
 
 
 def _report_fields(d: dict[str, Any]) -> dict[str, Any]:
@@ -221,7 +237,7 @@ def _report_fields(d: dict[str, Any]) -> dict[str, Any]:
                 max_length=d["max_length"], truncation=d["truncation"])
 
 
-def _save(root: Path, train: Any, evals: Any, report: DataReport) -> None:
+def _save(root: Path, train: Any, evals: Any, report: DataReport, hashes: list[str]) -> None:
     """Write the cache into a private folder, then publish it with one atomic rename.
 
     Several nodes' main processes may prepare the same data on a shared filesystem at once: each
@@ -241,6 +257,7 @@ def _save(root: Path, train: Any, evals: Any, report: DataReport) -> None:
         if evals is not None:
             evals.save_to_disk(str(tmp / "eval"))
         (tmp / "report.json").write_text(report.to_json())
+        (tmp / "train_prompts.json").write_text(json.dumps(hashes))
         (tmp / "complete").write_text("")
         os.rename(tmp, root)
     except OSError:
