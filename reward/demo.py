@@ -45,6 +45,19 @@ def generate(model: Any, tok: Any, prompt: str, n: int, max_new_tokens: int, see
 
 def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_tokens: int = 48,
              out_dir: str = "demo_out", gguf_file: str | None = None, seed: int = 0) -> list[dict[str, Any]]:
+    """Best-of-n: ``n`` sampled answers per prompt, ranked by the reward model; writes
+    ``demo_results.json`` and ``demo_scores.png`` to ``out_dir`` and returns the results."""
+    from .data.report import DataError
+
+    try:
+        prompts = list(iter_prompts(prompts_path))
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"--prompts {prompts_path}: cannot read prompts ({type(exc).__name__}: {exc}); "
+                        "give a text file with one prompt a line, or jsonl with a 'prompt' field.") from exc
+    if not prompts:
+        raise DataError(f"--prompts {prompts_path}: no prompts in the file.")
+    if n < 1:
+        raise DataError(f"-n {n}: need at least one answer per prompt.")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,17 +66,22 @@ def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_to
     rm = RewardModel.from_pretrained(reward)
     model, tok = load_policy(policy, gguf_file)
     results = []
-    for i, prompt in enumerate(iter_prompts(prompts_path)):
+    for i, prompt in enumerate(prompts):
         answers = generate(model, tok, prompt, n, max_new_tokens, seed + i)
         ranked = rm.rank(prompt, answers)
-        results.append({"prompt": prompt, "ranked": [{"response": r, "score": s} for r, s in ranked]})
+        scores = [s for _, s in ranked]
+        results.append({"prompt": prompt, "ranked": [{"response": r, "score": s} for r, s in ranked],
+                        # what best-of-n buys over a random sample, in reward units
+                        "best_minus_mean": scores[0] - sum(scores) / len(scores)})
         print(f"\n### {prompt}")
         print(f"{'rank':>4}  {'reward':>8}  response")
         for k, (r, s) in enumerate(ranked, 1):
             print(f"{k:>4}  {s:>8.3f}  {r[:100].replace(chr(10), ' ')}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "demo_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    from .rundir import atomic_write_text
+
+    atomic_write_text(out / "demo_results.json", json.dumps(results, indent=2, ensure_ascii=False))
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(results) + 2))
     for row, res in enumerate(results):
         scores = [x["score"] for x in res["ranked"]]
@@ -76,5 +94,7 @@ def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_to
     fig.tight_layout()
     fig.savefig(out / "demo_scores.png", dpi=110)
     plt.close(fig)
-    print(f"\nsaved {out / 'demo_results.json'} and {out / 'demo_scores.png'}")
+    gain = sum(r["best_minus_mean"] for r in results) / len(results)
+    print(f"\nbest-of-{n} reward minus the mean of the {n} samples, averaged over {len(results)} prompts: {gain:.3f}")
+    print(f"saved {out / 'demo_results.json'} and {out / 'demo_scores.png'}")
     return results

@@ -140,6 +140,10 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"ECE: {metrics['ece']:.4f}",
         f"reward mean/std: {metrics['reward_mean']:.4f} / {metrics['reward_std']:.4f}",
     ]
+    data = metrics.get("data")
+    if data:
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(data.get("dropped", {}).items())) or "none"
+        lines.append(f"data: {data['total']} pairs read, {data['kept']} evaluated; left out: {dropped}")
     lb = metrics.get("length_bias")
     if lb:
         def fmt(v: Any) -> str:

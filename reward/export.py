@@ -169,6 +169,10 @@ def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any
         model.config.num_labels = 1
         model.save_pretrained(str(tmp), max_shard_size="2GB")
         tokenizer.save_pretrained(str(tmp))
+        from .train import TRAIN_PROMPTS
+
+        if (run / TRAIN_PROMPTS).is_file():  # lets `rewardkit eval` on the export leave out training pairs
+            shutil.copy(run / TRAIN_PROMPTS, tmp / TRAIN_PROMPTS)
         export_info = {
             "source_run": str(run.resolve()),
             "base_model": info.get("model_name_or_path"),

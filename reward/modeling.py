@@ -37,6 +37,10 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> tuple
     if gguf_file and path.is_dir() and not (path / gguf_file).is_file():
         found = sorted(p.name for p in path.glob("*.gguf"))
         raise RecipeError(f"gguf_file '{gguf_file}' is not in {path}; GGUF files there: {found or 'none'}.")
+    if not gguf_file and path.is_dir() and not (path / "config.json").is_file():
+        found = sorted(p.name for p in path.glob("*.gguf"))
+        if len(found) == 1:  # a folder that holds one GGUF and no transformers config: that file is the model
+            return name_or_path, found[0]
     return name_or_path, gguf_file
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -118,14 +119,97 @@ def _groups() -> tuple[type, type, type]:
     return ModelConfig, DataArguments, RewardConfig
 
 
-def known_keys() -> dict[str, type]:
-    """Every recipe key → the dataclass that owns it."""
-    keys: dict[str, type] = {}
-    for cls in _groups():
+class _EnumText(str):
+    """Stands for a ``str`` enum (e.g. ``IntervalStrategy``) in a cached key table."""
+
+
+class _OtherType:
+    """Stands for any other annotated type in a cached key table."""
+
+
+_KINDS: dict[str, Any] = {"none": type(None), "bool": bool, "int": int, "float": float, "str": str,
+                          "list": list, "dict": dict, "any": Any, "enum": _EnumText, "other": _OtherType}
+
+
+def _describe_type(tp: Any) -> list[list[str]]:
+    """An annotation → JSON-able ``[[kind, name], ...]`` that ``_coerce`` reads like the annotation."""
+    out = []
+    for arg in _type_args(tp):
+        origin = typing.get_origin(arg) or arg
+        name = getattr(arg, "__name__", str(arg))
+        if arg is type(None):
+            kind = "none"
+        elif arg is Any:
+            kind = "any"
+        elif origin in (bool, int, float, str, list, dict):
+            kind = origin.__name__
+        elif isinstance(arg, type) and issubclass(arg, str):
+            kind = "enum"
+        else:
+            kind = "other"
+        out.append([kind, name])
+    return out
+
+
+def _table_from_classes() -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for group, cls in zip(("model", "data", "training"), _groups()):
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if f.init:
-                keys.setdefault(f.name, cls)
-    return keys
+            if f.init and f.name not in table:
+                table[f.name] = {"group": group, "type": _describe_type(hints[f.name])}
+    return table
+
+
+def _table_cache_path() -> Path | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        versions = [version(n) for n in ("trl", "transformers")]
+    except PackageNotFoundError:
+        return None
+    # rewardkit's data keys are part of the table, so their names and types are part of the key
+    stamp = hashlib.sha256(json.dumps([versions, _data_fields()]).encode())
+    root = Path(os.environ.get("REWARDKIT_CACHE", Path.home() / ".cache" / "rewardkit"))
+    return root / "recipe_keys" / f"{stamp.hexdigest()[:16]}.json"
+
+
+def _data_fields() -> list[list[Any]]:
+    return [[f.name, str(f.type)] for f in dataclasses.fields(DataArguments)]
+
+
+def key_table() -> dict[str, dict[str, Any]]:
+    """Every recipe key → its group (model / data / training) and type, without importing TRL when
+    possible: reading ``RewardConfig``'s fields means importing torch, transformers and TRL (seconds),
+    so the table is cached per TRL and transformers version and a bad recipe fails at once."""
+    path = _table_cache_path()
+    if path is not None and path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            pass
+    table = _table_from_classes()
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(table))
+            os.replace(tmp, path)
+        except OSError:  # a read-only home only costs speed
+            pass
+    return table
+
+
+def _table_type(entry: dict[str, Any]) -> Any:
+    """A cached ``[[kind, name], ...]`` → a Union ``_coerce`` understands."""
+    args = tuple(_KINDS[kind] for kind, _ in entry["type"])
+    names = {_KINDS[kind]: name for kind, name in entry["type"]}
+    tp = args[0] if len(args) == 1 else typing.Union[args]  # noqa: UP007 (built at run time)
+    _TYPE_NAMES[id(tp)] = names
+    return tp
+
+
+_TYPE_NAMES: dict[int, dict[Any, str]] = {}
 
 
 def _suggest(key: str, choices: typing.Iterable[str]) -> str:
@@ -210,10 +294,11 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
 
 def _describe(tp: Any) -> str:
     names = []
+    known = _TYPE_NAMES.get(id(tp), {})
     for arg in _type_args(tp):
         if arg is type(None):
             continue
-        names.append(getattr(arg, "__name__", str(arg)))
+        names.append(known.get(arg) or getattr(arg, "__name__", str(arg)))
     return " or ".join(names) or str(tp)
 
 
@@ -293,24 +378,22 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
     extra = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
     raw = {**raw, **extra}
 
-    keys = known_keys()
-    unknown = [k for k in raw if k not in keys]
+    table = key_table()
+    unknown = [k for k in raw if k not in table]
     if unknown:
         key = unknown[0]
         raise RecipeError(
-            f"unknown recipe key '{key}'.{_suggest(key, keys)} "
+            f"unknown recipe key '{key}'.{_suggest(key, table)} "
             "Keys are TRL's ModelConfig and RewardConfig names plus rewardkit's data keys (README: recipe keys)."
         )
 
-    ModelConfig, _, RewardConfig = _groups()
-    values: dict[type, dict[str, Any]] = {cls: {} for cls in _groups()}
-    hints = {cls: typing.get_type_hints(cls) for cls in _groups()}
+    values: dict[str, dict[str, Any]] = {"model": {}, "data": {}, "training": {}}
     if isinstance(raw.get("resume_from_checkpoint"), bool):  # `true` means the newest complete checkpoint
         raw["resume_from_checkpoint"] = "latest" if raw["resume_from_checkpoint"] else None
     for key, value in raw.items():
-        cls = keys[key]
-        values[cls][key] = _coerce(key, value, hints[cls][key])
-    model_kw, data_kw, train_kw = (values[c] for c in _groups())
+        entry = table[key]
+        values[entry["group"]][key] = _coerce(key, value, _table_type(entry))
+    model_kw, data_kw, train_kw = values["model"], values["data"], values["training"]
 
     if not model_kw.get("model_name_or_path"):
         raise RecipeError("recipe key 'model_name_or_path' is required (a Hub id, a local directory or a .gguf file).")
@@ -324,10 +407,27 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
     if not 0 <= split < 1:
         raise RecipeError(f"recipe key 'eval_split_size': {split} must be in [0, 1).")
 
-    # Precision and quantization: impossible combinations fail here, not after the model loaded.
+    # Impossible combinations fail here, before torch is imported or a model loads.
     if train_kw.get("fp16") and train_kw.get("bf16"):
         raise RecipeError("recipe keys 'fp16' and 'bf16' are both true: pick one (bf16 on Ampere or newer GPUs).")
+    if model_kw.get("load_in_4bit") and model_kw.get("load_in_8bit"):
+        raise RecipeError("recipe keys 'load_in_4bit' and 'load_in_8bit' are both true: pick one.")
+    for qkey in ("load_in_4bit", "load_in_8bit"):
+        if model_kw.get(qkey) and not model_kw.get("use_peft"):
+            raise RecipeError(f"recipe key '{qkey}' needs 'use_peft: true': a quantized base cannot be trained in full.")
+    if data_kw.get("gguf_file") and (model_kw.get("load_in_4bit") or model_kw.get("load_in_8bit")):
+        raise RecipeError("recipe key 'gguf_file' is dequantized to a plain model; combine it with LoRA, not load_in_4bit.")
+    if data_kw.get("freeze_trainable_layers") is not None and model_kw.get("use_peft"):
+        raise RecipeError("recipe keys 'freeze_trainable_layers' and 'use_peft' exclude each other: pick one.")
+
+    # What the machine can do (imports torch).
     cuda = _cuda_available()
+    for qkey in ("load_in_4bit", "load_in_8bit"):
+        if model_kw.get(qkey) and not cuda:
+            raise RecipeError(
+                f"recipe key '{qkey}': bitsandbytes quantization needs a CUDA GPU and none is visible. "
+                "Run on a GPU, or remove the key (plain LoRA runs on CPU)."
+            )
     for prec in ("fp16", "bf16"):
         if train_kw.get(prec) and not cuda:
             logger.warning("%s was asked for but no CUDA device is present: training in fp32 instead.", prec)
@@ -340,23 +440,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
         train_kw.setdefault("use_cpu", True)
     # TRL defaults gradient checkpointing on; rewardkit turns it on when the recipe (or `plan`) needs it.
     train_kw.setdefault("gradient_checkpointing", False)
-    if model_kw.get("load_in_4bit") and model_kw.get("load_in_8bit"):
-        raise RecipeError("recipe keys 'load_in_4bit' and 'load_in_8bit' are both true: pick one.")
-    for qkey in ("load_in_4bit", "load_in_8bit"):
-        if model_kw.get(qkey) and not cuda:
-            raise RecipeError(
-                f"recipe key '{qkey}': bitsandbytes quantization needs a CUDA GPU and none is visible. "
-                "Run on a GPU, or remove the key (plain LoRA runs on CPU)."
-            )
-        if model_kw.get(qkey) and not model_kw.get("use_peft"):
-            raise RecipeError(f"recipe key '{qkey}' needs 'use_peft: true': a quantized base cannot be trained in full.")
-    if data_kw.get("gguf_file") and (model_kw.get("load_in_4bit") or model_kw.get("load_in_8bit")):
-        raise RecipeError("recipe key 'gguf_file' is dequantized to a plain model; combine it with LoRA, not load_in_4bit.")
-
-    if data_kw.get("freeze_trainable_layers") is not None and model_kw.get("use_peft"):
-        raise RecipeError("recipe keys 'freeze_trainable_layers' and 'use_peft' exclude each other: pick one.")
     train_kw.setdefault("output_dir", "runs/" + (Path(path).stem if path else "rewardkit"))
     train_kw.setdefault("report_to", "none")
+    ModelConfig, _, RewardConfig = _groups()
     try:
         model_args = ModelConfig(**model_kw)
         data_args = DataArguments(**data_kw)

@@ -19,6 +19,10 @@ logger = logging.getLogger(__name__)
 Prompt = str | Sequence[Message]
 
 
+class ScoringError(ValueError):
+    """A model cannot score as asked (no reward statistics to normalise with, …)."""
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -99,6 +103,8 @@ class RewardModel:
         self.truncation = truncation
         self.info = info or {}
         self.source = source
+        self.responses_cut = 0
+        """Responses longer than ``max_length`` on their own, scored on their first tokens (running count)."""
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
@@ -106,6 +112,27 @@ class RewardModel:
         model, tok, info = load_scoring_model(path_or_id, device, dtype)
         return cls(model, tok, max_length or info.get("max_length"), info.get("truncation", "left"), info,
                    source=str(path_or_id))
+
+    @property
+    def reward_stats(self) -> dict[str, float] | None:
+        """Mean and std of this model's rewards on its held-out pairs (an export's ``rewardkit.json``
+        or a run's ``metrics.json``): what an RLHF loop uses to normalise rewards."""
+        if self.info.get("reward_mean") is not None and self.info.get("reward_std"):
+            return {"mean": float(self.info["reward_mean"]), "std": float(self.info["reward_std"])}
+        metrics = _read_json(Path(self.source) / "metrics.json") if self.source else {}
+        ev = metrics.get("eval") or {}
+        if ev.get("reward_mean") is not None and ev.get("reward_std"):
+            return {"mean": float(ev["reward_mean"]), "std": float(ev["reward_std"])}
+        return None
+
+    def _normalizer(self, normalize: bool) -> Any:
+        if not normalize:
+            return lambda x: x
+        stats = self.reward_stats
+        if stats is None:
+            raise ScoringError(f"{self.source}: no reward mean/std recorded (a rewardkit run with an eval split, "
+                             "or its export, has them); score without normalize.")
+        return lambda x: (x - stats["mean"]) / stats["std"]
 
     def trained_prompt_hashes(self) -> set[str] | None:
         """Hashes of the prompts this model trained on (a rewardkit run or export), or None if unknown."""
@@ -128,8 +155,7 @@ class RewardModel:
         if limit is None or len(prompt) + len(response) <= limit:
             return prompt + response
         if len(response) >= limit:
-            logger.warning("a response of %d tokens exceeds max_length %d: scored on its first tokens",
-                           len(response), limit)
+            self.responses_cut += 1  # reported once per call by the caller, not once per row
             return response[:limit]
         return prompt[len(prompt) - (limit - len(response)):] + response
 
@@ -167,18 +193,29 @@ class RewardModel:
 
     def _sequences(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[str]]) -> list[list[list[int]]]:
         p_ids, r_ids = encode_pairs(self.tokenizer, [as_messages(p) for p in prompts], responses)
-        return [[self._fit(p, r) for r in rs] for p, rs in zip(p_ids, r_ids)]
+        before = self.responses_cut
+        out = [[self._fit(p, r) for r in rs] for p, rs in zip(p_ids, r_ids)]
+        self._warn_cut(before)
+        return out
+
+    def _warn_cut(self, before: int) -> None:
+        if self.responses_cut > before:
+            logger.warning("%d responses exceed max_length %s on their own: scored on their first tokens",
+                           self.responses_cut - before, self.max_length)
 
     # -- public API ---------------------------------------------------------------------------
-    def score(self, prompt: Prompt, response: str) -> float:
-        """Reward of one response to a prompt (a string or a list of chat messages)."""
-        return self.score_batch([(prompt, response)])[0]
+    def score(self, prompt: Prompt, response: str, normalize: bool = False) -> float:
+        """Reward of one response to a prompt (a string or a list of chat messages).
+
+        ``normalize``: (reward − mean) / std with the held-out statistics in :attr:`reward_stats`."""
+        return self.score_batch([(prompt, response)], normalize=normalize)[0]
 
     def score_batch(self, pairs: Sequence[tuple[Prompt, str]], batch_size: int = 16,
-                    progress: bool = False) -> list[float]:
+                    progress: bool = False, normalize: bool = False) -> list[float]:
         """Rewards of many (prompt, response) pairs, in input order."""
+        norm = self._normalizer(normalize)
         seqs = [s[0] for s in self._sequences([p for p, _ in pairs], [[r] for _, r in pairs])]
-        return self.score_token_ids(seqs, batch_size=batch_size, progress=progress)
+        return [norm(x) for x in self.score_token_ids(seqs, batch_size=batch_size, progress=progress)]
 
     def rank(self, prompt: Prompt, responses: Sequence[str], batch_size: int = 16) -> list[tuple[str, float]]:
         """Responses sorted best first, with their rewards."""
@@ -227,7 +264,9 @@ class RewardModel:
         p_ids, r_ids = encode_pairs(self.tokenizer, [p["prompt"] for p in pairs],
                                     [[p["chosen"], p["rejected"]] for p in pairs])
         limit = max_length or self.max_length
+        before = self.responses_cut
         flat = [self._fit(p, r, limit) for p, rs in zip(p_ids, r_ids) for r in rs]
+        cut = self.responses_cut - before
         rewards = self.score_token_ids(flat, batch_size=batch_size, progress=progress)
         chosen, rejected = rewards[0::2], rewards[1::2]
         clen = [len(r[0]) for r in r_ids]
@@ -235,7 +274,8 @@ class RewardModel:
         metrics = compute_metrics(chosen, rejected, clen, rlen)
         return {"metrics": metrics, "chosen": chosen, "rejected": rejected, "chosen_len": clen, "rejected_len": rlen,
                 "report": {**{k: report.to_dict()[k] for k in ("total", "kept", "dropped", "repaired")},
-                           "training_prompts_known": seen is not None if exclude_seen else None}}
+                           "training_prompts_known": seen is not None if exclude_seen else None,
+                           "max_length": limit, "responses_cut_to_max_length": cut}}
 
 
 class RewardModelEvaluator:
@@ -257,7 +297,7 @@ class RewardModelEvaluator:
 
 
 def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: int = 16,
-                progress: bool = True) -> int:
+                progress: bool = True, normalize: bool = False) -> int:
     """Add ``score`` to rows with ``prompt``+``response``, or ``scores`` and ``ranking`` (indices, best
     first) to rows with ``prompt``+``responses``. The output appears only once complete."""
     from .data.report import DataError
@@ -278,7 +318,7 @@ def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: 
             where.append((i, None))
         else:
             raise DataError(f"{input_path}: row {i} has neither a text 'response' nor a 'responses' list.")
-    scores = rm.score_batch(flat, batch_size=batch_size, progress=progress)
+    scores = rm.score_batch(flat, batch_size=batch_size, progress=progress, normalize=normalize)
     for (i, j), s in zip(where, scores):
         if j is None:
             rows[i]["score"] = s

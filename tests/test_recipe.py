@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -124,3 +125,37 @@ def test_cli_reports_bad_recipe_fast(tmp_path, args, needle):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error:") and needle in proc.stderr
     print(f"bad recipe {args} rejected in {elapsed:.2f}s")  # measured, reported in the README; not asserted
+
+
+def test_cached_key_table_matches_the_libraries(tmp_path, monkeypatch):
+    """The cached key/type table is exactly what TRL's and transformers' dataclasses say today."""
+    from reward import recipe as rec
+
+    monkeypatch.setenv("REWARDKIT_CACHE", str(tmp_path))
+    fresh = rec._table_from_classes()
+    assert rec.key_table() == fresh  # cold: computed and written
+    assert list(tmp_path.glob("recipe_keys/*.json"))
+    assert rec.key_table() == fresh  # warm: read back
+    assert fresh["learning_rate"] == {"group": "training", "type": [["float", "float"]]}
+    assert fresh["gguf_file"]["group"] == "data" and fresh["lora_r"]["group"] == "model"
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("learning_rat: 1e-5", "Did you mean 'learning_rate'"),
+    ("num_train_epochs: many", "num_train_epochs"),
+    ("fp16: true\nbf16: true", "pick one"),
+    ("use_peft: true\nfreeze_trainable_layers: 2", "exclude each other"),
+])
+def test_bad_recipe_fails_before_importing_torch(tmp_path, text, needle):
+    """With the key table cached, rejecting a bad recipe imports neither torch nor TRL (seconds each)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model_name_or_path: a/b\ndatasets: [x.jsonl]\n{text}\n")
+    code = ("import sys\nfrom reward.recipe import RecipeError, load_recipe\n"
+            f"try:\n    load_recipe({str(recipe)!r})\nexcept RecipeError as e:\n    print('ERR', e)\n"
+            "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'trl', 'transformers'}))\n")
+    env = dict(os.environ, REWARDKIT_CACHE=str(tmp_path / "cache"))
+    subprocess.run([sys.executable, "-c", "from reward.recipe import key_table; key_table()"], env=env, check=True,
+                   timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert "ERR" in out and needle in out, out
+    assert "HEAVY []" in out, out

@@ -88,3 +88,72 @@ def test_ece_is_zero_for_perfect_calibration_and_high_when_overconfident():
     calibrated = np.where(wins, margins, -margins)  # relabel so chosen is the winner
     assert expected_calibration_error(calibrated)[0] < 0.02
     assert expected_calibration_error(calibrated * 10)[0] > 0.1
+
+
+def test_eval_leaves_out_pairs_the_run_trained_on(tiny_recipe, hh_small, tmp_path):
+    """A run records hashes of its training prompts; `rewardkit eval` on a file that contains its
+    training pairs scores only the others, and says how many it left out."""
+    from reward.data.adapters import ADAPTERS
+    from reward.data.pipeline import clean_pairs, prompt_hash
+    from reward.data.report import DataReport
+    from reward.data.sources import load_rows
+    from reward.recipe import load_recipe, parse_source
+    from reward.train import TRAIN_PROMPTS, run_training
+
+    run = run_training(load_recipe(tiny_recipe(eval_split_size=0.25, max_steps=1)))
+    trained = set(json.loads((run / TRAIN_PROMPTS).read_text())["prompts"])
+    kept_train = json.loads((run / "data_report.json").read_text())["kept_train"]
+    assert 0 < len(trained) <= kept_train
+
+    source = parse_source(0, {"path": str(hh_small), "format": "hh-rlhf"})
+    report = DataReport()
+    pairs = clean_pairs(ADAPTERS["hh-rlhf"](load_rows(source), source, report), report)
+    n_seen = sum(prompt_hash(p) in trained for p in pairs)
+    assert n_seen >= kept_train  # every trained pair is in the file
+
+    def run_eval(*extra: str) -> tuple[dict, str]:
+        proc = subprocess.run([sys.executable, "-m", "reward.cli", "eval", str(run), "--data", str(hh_small),
+                               "--format", "hh-rlhf", "--json", "--no_progress", *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout), proc.stderr
+
+    unseen, err = run_eval()
+    assert unseen["data"]["dropped"]["prompt_seen_in_training"] == n_seen
+    assert unseen["n_pairs"] == len(pairs) - n_seen and f"left out {n_seen} of" in err
+    everything, _ = run_eval("--include_seen")
+    assert everything["n_pairs"] == len(pairs) and "prompt_seen_in_training" not in everything["data"]["dropped"]
+
+
+def test_accuracy_interval_and_p_value():
+    from reward.evaluation import binomial_p_above_chance, compute_metrics, wilson_interval
+
+    assert binomial_p_above_chance(10, 10) == pytest.approx(1 / 1024)
+    assert binomial_p_above_chance(5, 10) == pytest.approx(638 / 1024)  # P(X >= 5), X ~ Bin(10, 1/2)
+    lo, hi = wilson_interval(50, 100)
+    assert lo < 0.5 < hi and hi - lo == pytest.approx(0.192, abs=0.002)
+    m = compute_metrics([1.0] * 30 + [0.0] * 10, [0.0] * 40)  # 30 wins, 10 ties
+    assert m["accuracy_ci95"][1] < 0.9 and m["p_value_vs_chance"] < 0.01
+
+
+def test_normalized_scores_use_the_held_out_reward_statistics(tiny_recipe, tiny_model_dir, tmp_path):
+    from reward.recipe import load_recipe
+    from reward.scoring import ScoringError
+    from reward.train import run_training
+
+    run = run_training(load_recipe(tiny_recipe(eval_split_size=0.25, max_steps=1)))
+    ev = json.loads((run / "metrics.json").read_text())["eval"]
+    rm = RewardModel.from_pretrained(str(run))
+    assert rm.reward_stats == {"mean": ev["reward_mean"], "std": ev["reward_std"]}
+    raw = rm.score_batch(PAIRS)
+    normed = rm.score_batch(PAIRS, normalize=True)
+    assert normed == pytest.approx([(x - ev["reward_mean"]) / ev["reward_std"] for x in raw], rel=1e-9)
+
+    bare = RewardModel.from_pretrained(str(tiny_model_dir))  # no run behind it: no statistics
+    with pytest.raises(ScoringError, match="no reward mean/std"):
+        bare.score("Hi", "Hello", normalize=True)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "Hi", "response": "Hello"}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "reward.cli", "score", str(tiny_model_dir), str(src), "--out",
+                           str(tmp_path / "out.jsonl"), "--normalize"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no reward mean/std" in proc.stderr and not (tmp_path / "out.jsonl").exists()
