@@ -439,7 +439,17 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
     if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         train_kw.setdefault("use_cpu", True)
     # TRL defaults gradient checkpointing on; rewardkit turns it on when the recipe (or `plan`) needs it.
-    train_kw.setdefault("gradient_checkpointing", False)
+    # transformers 5 renamed it `activation_checkpointing` (the old name warns): take either, pass the new one.
+    if "activation_checkpointing" in table:
+        for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                         ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            if old in train_kw and new not in train_kw:
+                train_kw[new] = train_kw.pop(old)
+            elif old in train_kw:
+                raise RecipeError(f"recipe keys '{old}' and '{new}' are the same setting: keep '{new}'.")
+        train_kw.setdefault("activation_checkpointing", False)
+    else:
+        train_kw.setdefault("gradient_checkpointing", False)
     train_kw.setdefault("output_dir", "runs/" + (Path(path).stem if path else "rewardkit"))
     train_kw.setdefault("report_to", "none")
     ModelConfig, _, RewardConfig = _groups()

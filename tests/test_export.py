@@ -106,3 +106,24 @@ def test_push_to_local_hub_never_leaks_the_token(lora_run, tmp_path, monkeypatch
     for f in list(out.rglob("*")) + list(lora_run.rglob("*")):
         if f.is_file() and f.stat().st_size < 5_000_000:
             assert secret.encode() not in f.read_bytes(), f
+
+
+def test_push_to_hub_in_the_recipe_exports_verifies_and_pushes_at_the_end(tiny_recipe, tmp_path, monkeypatch):
+    """`push_to_hub: true` pushes the verified export (not raw checkpoints) once training is done."""
+    secret = "hf_RECIPEsecret0987654321"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        import huggingface_hub.constants as c
+
+        monkeypatch.setattr(c, "ENDPOINT", hub.url)
+        monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+        run = run_training(load_recipe(tiny_recipe(eval_split_size=0.2, push_to_hub=True, hub_model_id="org/rm2")))
+        files = hub.repos["org/rm2"]
+    assert {"config.json", "rewardkit.json", "README.md", "train_prompt_hashes.json"} <= set(files)
+    assert not any(k.startswith("checkpoint-") for k in files)
+    assert json.loads(files["rewardkit.json"])["verification"]["max_abs_diff"] <= 1e-5
+    assert (run / "export" / "rewardkit.json").is_file()
+    for f in run.rglob("*"):
+        if f.is_file() and f.stat().st_size < 5_000_000:
+            assert secret.encode() not in f.read_bytes(), f

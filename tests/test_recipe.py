@@ -140,22 +140,30 @@ def test_cached_key_table_matches_the_libraries(tmp_path, monkeypatch):
     assert fresh["gguf_file"]["group"] == "data" and fresh["lora_r"]["group"] == "model"
 
 
+@pytest.fixture(scope="module")
+def warm_key_cache(tmp_path_factory):
+    """A key-table cache filled once (this import of TRL is what the cache saves later runs)."""
+    cache = tmp_path_factory.mktemp("keycache")
+    env = dict(os.environ, REWARDKIT_CACHE=str(cache))
+    subprocess.run([sys.executable, "-c", "from reward.recipe import key_table; key_table()"], env=env, check=True,
+                   timeout=120)
+    return env
+
+
 @pytest.mark.parametrize("text,needle", [
     ("learning_rat: 1e-5", "Did you mean 'learning_rate'"),
     ("num_train_epochs: many", "num_train_epochs"),
     ("fp16: true\nbf16: true", "pick one"),
     ("use_peft: true\nfreeze_trainable_layers: 2", "exclude each other"),
 ])
-def test_bad_recipe_fails_before_importing_torch(tmp_path, text, needle):
+def test_bad_recipe_fails_before_importing_torch(tmp_path, warm_key_cache, text, needle):
     """With the key table cached, rejecting a bad recipe imports neither torch nor TRL (seconds each)."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model_name_or_path: a/b\ndatasets: [x.jsonl]\n{text}\n")
     code = ("import sys\nfrom reward.recipe import RecipeError, load_recipe\n"
             f"try:\n    load_recipe({str(recipe)!r})\nexcept RecipeError as e:\n    print('ERR', e)\n"
             "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'trl', 'transformers'}))\n")
-    env = dict(os.environ, REWARDKIT_CACHE=str(tmp_path / "cache"))
-    subprocess.run([sys.executable, "-c", "from reward.recipe import key_table; key_table()"], env=env, check=True,
-                   timeout=120)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=warm_key_cache,
+                         timeout=120).stdout
     assert "ERR" in out and needle in out, out
     assert "HEAVY []" in out, out
