@@ -98,7 +98,8 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
               "cannot check that these pairs are unseen", file=sys.stderr)
     if ns.report:
         write_report(ns.report, metrics, result["chosen"], result["rejected"], result["chosen_len"],
-                     result["rejected_len"], title=f"Evaluation of {ns.model} on {ns.data}")
+                     result["rejected_len"], title=f"Evaluation of {ns.model} on {ns.data}",
+                     max_length=data["max_length"])
     if ns.json:
         print(metrics_json(metrics))
     else:

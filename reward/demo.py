@@ -87,7 +87,8 @@ def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_to
         scores = [x["score"] for x in res["ranked"]]
         ax.scatter(scores, [row] * len(scores), color="tab:blue", alpha=0.6)
         ax.scatter([scores[0]], [row], color="tab:green", s=80, label="best of n" if row == 0 else None)
-    ax.set_yticks(range(len(results)), [r["prompt"][:40] for r in results])
+    ax.set_yticks(range(len(results)), [r["prompt"][:40] + ("…" if len(r["prompt"]) > 40 else "") for r in results])
+    ax.invert_yaxis()  # first prompt on top, as in the printed table
     ax.set_xlabel("reward")
     ax.set_title(f"Rewards of {n} sampled answers per prompt")
     ax.legend()

@@ -159,8 +159,9 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
 
 def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequence[float], rejected: Sequence[float],
                  chosen_len: Sequence[int] | None = None, rejected_len: Sequence[int] | None = None,
-                 title: str = "Reward model evaluation") -> list[Path]:
-    """metrics.json, report.md and three PNG plots (histogram, reliability diagram, reward vs length)."""
+                 title: str = "Reward model evaluation", max_length: int | None = None) -> list[Path]:
+    """metrics.json, pair_rewards.jsonl (one line a pair, for your own analysis), report.md and three
+    PNG plots (histogram, reliability diagram with per-bin intervals, reward vs length)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,38 +182,61 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequen
     ax.legend()
     files.append(_save(fig, out / "reward_histogram.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = plt.subplots(figsize=(5.5, 5))
     table = metrics["calibration"]
     ax.plot([0.5, 1], [0.5, 1], "--", color="gray", label="perfect calibration")
     if table:
-        conf = [b["confidence"] for b in table]
-        acc = [b["accuracy"] for b in table]
-        sizes = [20 + 200 * b["count"] / max(1, len(c)) for b in table]
-        ax.plot(conf, acc, "-o", color="tab:blue", label="model")
-        ax.scatter(conf, acc, s=sizes, color="tab:blue", alpha=0.4)
+        conf = np.array([b["confidence"] for b in table])
+        acc = np.array([b["accuracy"] for b in table])
+        # A bin of 3 pairs says little: show each bin's 95% interval and its count.
+        ci = np.array([wilson_interval(round(b["accuracy"] * b["count"]), b["count"]) for b in table])
+        ax.errorbar(conf, acc, yerr=[acc - ci[:, 0], ci[:, 1] - acc], fmt="-o", color="tab:blue", capsize=3,
+                    label="model (95% interval per bin)")
+        for x, y, b in zip(conf, acc, table):
+            ax.annotate(f"n={b['count']}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7)
     ax.set_xlim(0.5, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence: sigmoid(|margin|)")
     ax.set_ylabel("accuracy in bin")
-    ax.set_title(f"Reliability diagram (ECE {metrics['ece']:.3f})")
+    ax.set_title(f"Reliability diagram (ECE {metrics['ece']:.3f}, n={len(c)})")
     ax.legend(loc="lower right")
     files.append(_save(fig, out / "reliability_diagram.png"))
 
     if chosen_len is not None and rejected_len is not None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.scatter(chosen_len, c, s=8, alpha=0.5, color="tab:green", label="chosen")
-        ax.scatter(rejected_len, r, s=8, alpha=0.5, color="tab:red", label="rejected")
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        cl, rl = np.asarray(chosen_len, float), np.asarray(rejected_len, float)
+        ax.scatter(rl, r, s=6, alpha=0.35, color="tab:red", label="rejected")
+        ax.scatter(cl, c, s=6, alpha=0.35, color="tab:green", label="chosen")
+        lengths, rewards = np.concatenate([cl, rl]), np.concatenate([c, r])
+        edges = np.unique(np.quantile(lengths, np.linspace(0, 1, 11)))
+        if len(edges) > 2:  # mean reward per length decile: the trend the cloud hides
+            idx = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
+            centres = [lengths[idx == k].mean() for k in range(len(edges) - 1) if (idx == k).any()]
+            means = [rewards[idx == k].mean() for k in range(len(edges) - 1) if (idx == k).any()]
+            ax.plot(centres, means, "-o", color="black", ms=3, label="mean reward per length decile")
+        if max_length:
+            ax.axvline(max_length, ls=":", color="gray", label=f"max_length {max_length} (longer: first tokens scored)")
+        if lengths.min() >= 1 and lengths.max() > 5 * max(np.median(lengths), 1.0):
+            ax.set_xscale("log")  # skewed lengths (most answers short): a log axis spreads the crowd
         lb = metrics["length_bias"] or {}
         corr = lb.get("reward_length_corr")
         corr_text = "n/a" if corr is None or not math.isfinite(corr) else f"{corr:.3f}"
         ax.set_xlabel("response length (tokens)")
         ax.set_ylabel("reward")
         ax.set_title(f"Reward vs response length (corr {corr_text})")
-        ax.legend()
+        ax.legend(fontsize=7)
         files.append(_save(fig, out / "reward_vs_length.png"))
 
     (out / "metrics.json").write_text(metrics_json(metrics))
     files.append(out / "metrics.json")
+    rows = []
+    for i in range(len(c)):
+        row: dict[str, Any] = {"pair": i, "chosen": float(c[i]), "rejected": float(r[i])}
+        if chosen_len is not None and rejected_len is not None:
+            row.update(chosen_len=int(chosen_len[i]), rejected_len=int(rejected_len[i]))
+        rows.append(json.dumps(row))
+    (out / "pair_rewards.jsonl").write_text("\n".join(rows) + "\n")
+    files.append(out / "pair_rewards.jsonl")
     md = [f"# {title}", ""] + [f"- {line}" for line in summary_lines(metrics)] + [""]
     md += ["| confidence bin | pairs | accuracy | mean confidence |", "|---|---|---|---|"]
     md += [f"| {b['lo']:.2f}–{b['hi']:.2f} | {b['count']} | {b['accuracy']:.3f} | {b['confidence']:.3f} |"

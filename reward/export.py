@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .rundir import atomic_write_text, is_run_complete
+from .rundir import TRAIN_PROMPTS, atomic_write_text, is_run_complete
 
 logger = logging.getLogger(__name__)
 EXPORT_INFO = "rewardkit.json"
@@ -169,8 +169,6 @@ def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any
         model.config.num_labels = 1
         model.save_pretrained(str(tmp), max_shard_size="2GB")
         tokenizer.save_pretrained(str(tmp))
-        from .train import TRAIN_PROMPTS
-
         if (run / TRAIN_PROMPTS).is_file():  # lets `rewardkit eval` on the export leave out training pairs
             shutil.copy(run / TRAIN_PROMPTS, tmp / TRAIN_PROMPTS)
         export_info = {

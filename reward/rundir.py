@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 RUN_COMPLETE = "run_complete.json"
+TRAIN_PROMPTS = "train_prompt_hashes.json"
+"""Hashes of the prompts a run trained on: `rewardkit eval` leaves pairs with these prompts out."""
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 

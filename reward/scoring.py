@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .data.formatting import Message, as_messages, encode_pairs
+from .rundir import TRAIN_PROMPTS
 
 logger = logging.getLogger(__name__)
 Prompt = str | Sequence[Message]
@@ -136,8 +137,6 @@ class RewardModel:
 
     def trained_prompt_hashes(self) -> set[str] | None:
         """Hashes of the prompts this model trained on (a rewardkit run or export), or None if unknown."""
-        from .train import TRAIN_PROMPTS
-
         path = Path(self.source) / TRAIN_PROMPTS if self.source else None
         if path is None or not path.is_file():
             return None

@@ -18,11 +18,10 @@ import yaml
 from transformers import TrainerCallback
 
 from .recipe import Recipe
-from .rundir import RUN_COMPLETE, environment, latest_checkpoint, write_json
+from .rundir import RUN_COMPLETE, TRAIN_PROMPTS, environment, latest_checkpoint, write_json
 
 logger = logging.getLogger("reward")
 RUN_INFO = "rewardkit_run.json"
-TRAIN_PROMPTS = "train_prompt_hashes.json"
 
 
 def _setup_logging(run_dir: Path, is_main: bool) -> None:
@@ -153,7 +152,7 @@ def run_training(recipe: Recipe) -> Path:
             evaluation = compute_metrics(chosen, rejected, clen, rlen)
             metrics["eval"] = evaluation
             write_report(run_dir / "eval_report", evaluation, chosen, rejected, clen, rlen,
-                         title=f"Held-out evaluation of {run_dir.name}")
+                         title=f"Held-out evaluation of {run_dir.name}", max_length=args.max_length)
             # The trained model's own rewards: a reloaded or exported model is checked against these.
             write_json(run_dir / "eval_report" / "rewards.json",
                        {"chosen_ids": [list(x) for x in subset["chosen_ids"][:64]],

@@ -66,6 +66,10 @@ def test_eval_cli_json_and_report(tiny_model_dir, hh_small, tmp_path):
     pngs = sorted(p.name for p in report.glob("*.png"))
     assert pngs == ["reliability_diagram.png", "reward_histogram.png", "reward_vs_length.png"]
     assert (report / "report.md").read_text().startswith("# Evaluation")
+    rows = [json.loads(x) for x in (report / "pair_rewards.jsonl").read_text().splitlines()]
+    assert len(rows) == m["n_pairs"]
+    assert sum(r["chosen"] > r["rejected"] for r in rows) / len(rows) == pytest.approx(m["accuracy"])
+    assert sum(r["chosen"] for r in rows) / len(rows) == pytest.approx(m["chosen_reward_mean"])
 
 
 def test_metrics_ties_are_not_wins():
@@ -98,7 +102,8 @@ def test_eval_leaves_out_pairs_the_run_trained_on(tiny_recipe, hh_small, tmp_pat
     from reward.data.report import DataReport
     from reward.data.sources import load_rows
     from reward.recipe import load_recipe, parse_source
-    from reward.train import TRAIN_PROMPTS, run_training
+    from reward.rundir import TRAIN_PROMPTS
+    from reward.train import run_training
 
     run = run_training(load_recipe(tiny_recipe(eval_split_size=0.25, max_steps=1)))
     trained = set(json.loads((run / TRAIN_PROMPTS).read_text())["prompts"])
