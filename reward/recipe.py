@@ -434,6 +434,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
             train_kw[prec] = False
     # TRL 1.x turns bf16 on whenever fp16 is off; that is only right where a GPU can run it.
     train_kw.setdefault("bf16", bool(cuda and not train_kw.get("fp16")))
+    train_kw.setdefault("dataloader_pin_memory", cuda)  # pinning without CUDA only warns
     # Several processes and no CUDA (torchrun / accelerate launch on CPU): accelerate forms a gloo
     # process group only when told it runs on CPU; otherwise every process trains alone as "rank 0".
     if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:

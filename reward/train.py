@@ -104,6 +104,11 @@ def run_training(recipe: Recipe) -> Path:
     if data.train is None:
         raise ValueError("no training pairs left after preparation; see data_report.json")
 
+    from transformers import set_seed
+
+    # The score head is new (an LM checkpoint has none) and drawn at load time, before the Trainer
+    # seeds anything: seed here, or the same recipe trains a different model each run.
+    set_seed(args.seed)
     model = load_reward_model(margs, tokenizer, dargs.gguf_file, args.trust_remote_code)
     peft_config = build_peft_config(margs, recipe.raw) if margs.use_peft else None
     if dargs.freeze_trainable_layers is not None:

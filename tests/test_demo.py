@@ -11,23 +11,6 @@ import pytest
 from tests.conftest import GGUF
 
 
-@pytest.fixture(scope="module")
-def tiny_policy_dir(tokenizer_dir, tmp_path_factory):
-    """A 2-layer random causal Llama with the real SmolLM2 tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(1)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    out = tmp_path_factory.mktemp("policy")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 @pytest.mark.parametrize("kind", ["txt", "jsonl"])
 def test_demo_ranks_generated_answers_by_reward(kind, tiny_policy_dir, tiny_model_dir, tmp_path):
     from reward.scoring import RewardModel

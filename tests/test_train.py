@@ -99,3 +99,18 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_recipe, tmp_path):
     la = json.loads((straight / "metrics.json").read_text())["train"]["train_loss"]
     lb = [json.loads(x) for x in (resumed / "logs" / "train_log.jsonl").read_text().splitlines()]
     assert lb[-1]["step"] == 8 and la > 0
+
+
+def test_same_seed_same_model_from_an_lm_checkpoint(tiny_recipe, tiny_policy_dir, tmp_path):
+    """A causal-LM checkpoint has no score head: the new head must come from the recipe's seed, so
+    two runs of one recipe train the same model (and another seed a different one)."""
+    from safetensors.torch import load_file
+
+    def head(seed: int, name: str) -> torch.Tensor:
+        run = run_training(load_recipe(tiny_recipe(model_name_or_path=str(tiny_policy_dir), seed=seed, max_steps=1,
+                                                   eval_split_size=0.0, output_dir=str(tmp_path / name))))
+        return load_file(run / "model.safetensors")["score.weight"]
+
+    first, again, other = head(7, "a"), head(7, "b"), head(8, "c")
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, other)
