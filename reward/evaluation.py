@@ -203,7 +203,7 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequen
     files.append(_save(fig, out / "reliability_diagram.png"))
 
     if chosen_len is not None and rejected_len is not None:
-        fig, ax = plt.subplots(figsize=(6.5, 4))
+        fig, ax = plt.subplots(figsize=(6.5, 4.6))
         cl, rl = np.asarray(chosen_len, float), np.asarray(rejected_len, float)
         ax.scatter(rl, r, s=6, alpha=0.35, color="tab:red", label="rejected")
         ax.scatter(cl, c, s=6, alpha=0.35, color="tab:green", label="chosen")
@@ -224,7 +224,7 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequen
         ax.set_xlabel("response length (tokens)")
         ax.set_ylabel("reward")
         ax.set_title(f"Reward vs response length (corr {corr_text})")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)  # below: the cloud fills the axes
         files.append(_save(fig, out / "reward_vs_length.png"))
 
     (out / "metrics.json").write_text(metrics_json(metrics))
