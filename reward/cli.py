@@ -110,11 +110,15 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .scoring import RewardModel, score_jsonl
+    from .data.report import DataError
+    from .scoring import RewardModel, read_scoring_rows, score_jsonl
 
+    if ns.top_k is not None and ns.top_k < 1:
+        raise DataError(f"--top_k must be at least 1 (got {ns.top_k}).")
+    rows = read_scoring_rows(ns.input)  # a bad line fails before the model loads
     rm = RewardModel.from_pretrained(ns.model, device=ns.device)
     n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress,
-                    normalize=ns.normalize)
+                    normalize=ns.normalize, top_k=ns.top_k, rows=rows)
     print(f"scored {n} rows → {ns.out}")
     return 0
 
@@ -189,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no_progress", action="store_true")
     s.add_argument("--normalize", action="store_true",
                    help="write (reward - mean) / std, with the model's held-out reward statistics")
+    s.add_argument("--top_k", type=int, default=None,
+                   help="best-of-n filtering: keep only the k best of each row's `responses`, best first")
     s.set_defaults(fn=cmd_score)
 
     m = sub.add_parser("demo", help="generate n answers per prompt with a policy, score and rank them")

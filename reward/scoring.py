@@ -295,40 +295,99 @@ class RewardModelEvaluator:
         return self.reward_model.evaluate_conversation(conversation)
 
 
-def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: int = 16,
-                progress: bool = True, normalize: bool = False) -> int:
-    """Add ``score`` to rows with ``prompt``+``response``, or ``scores`` and ``ranking`` (indices, best
-    first) to rows with ``prompt``+``responses``. The output appears only once complete."""
+def _scoring_items(row: Any, line_no: int, input_path: str) -> list[tuple[Prompt, str]]:
+    """The (prompt, response) items of one input row, or a DataError naming the line."""
     from .data.report import DataError
 
-    rows = [json.loads(line) for line in Path(input_path).read_text().splitlines() if line.strip()]
-    flat: list[tuple[Prompt, str]] = []
-    where: list[tuple[int, int | None]] = []
-    for i, row in enumerate(rows):
-        prompt = row.get("prompt", "")
-        if isinstance(row.get("responses"), list):
-            for j, r in enumerate(row["responses"]):
-                if not isinstance(r, str):
-                    raise DataError(f"{input_path}: row {i}, responses[{j}]: expected text.")
-                flat.append((prompt, r))
-                where.append((i, j))
-        elif isinstance(row.get("response"), str):
-            flat.append((prompt, row["response"]))
-            where.append((i, None))
-        else:
-            raise DataError(f"{input_path}: row {i} has neither a text 'response' nor a 'responses' list.")
-    scores = rm.score_batch(flat, batch_size=batch_size, progress=progress, normalize=normalize)
-    for (i, j), s in zip(where, scores):
-        if j is None:
-            rows[i]["score"] = s
-        else:
-            rows[i].setdefault("scores", [None] * len(rows[i]["responses"]))[j] = s
-    for row in rows:
-        if "scores" in row:
-            row["ranking"] = sorted(range(len(row["scores"])), key=lambda k: row["scores"][k], reverse=True)
-    from .rundir import atomic_write_text
+    if not isinstance(row, dict):
+        raise DataError(f"{input_path}:{line_no}: expected a JSON object, got {type(row).__name__}.")
+    prompt = row.get("prompt", "")
+    if not isinstance(prompt, (str, list)):
+        raise DataError(f"{input_path}:{line_no}: 'prompt' must be text or a list of chat messages.")
+    if isinstance(row.get("responses"), list):
+        if not row["responses"]:
+            raise DataError(f"{input_path}:{line_no}: 'responses' is empty.")
+        for j, r in enumerate(row["responses"]):
+            if not isinstance(r, str):
+                raise DataError(f"{input_path}:{line_no}: responses[{j}]: expected text.")
+        return [(prompt, r) for r in row["responses"]]
+    if isinstance(row.get("response"), str):
+        return [(prompt, row["response"])]
+    raise DataError(f"{input_path}:{line_no}: neither a text 'response' nor a 'responses' list.")
 
-    atomic_write_text(output_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+def read_scoring_rows(input_path: str) -> list[tuple[int, dict[str, Any]]]:
+    """Every row, checked before any scoring: a bad line fails in seconds, not after hours of work."""
+    from .data.report import DataError
+
+    rows = []
+    with open(input_path, encoding="utf-8") as fh:
+        for line_no, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{input_path}:{line_no}: not valid JSON ({exc.msg}).") from exc
+            _scoring_items(row, line_no, input_path)
+            rows.append((line_no, row))
+    return rows
+
+
+def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: int = 16,
+                progress: bool = True, normalize: bool = False, top_k: int | None = None,
+                chunk_rows: int = 2048, rows: list[tuple[int, dict[str, Any]]] | None = None) -> int:
+    """Add ``score`` to rows with ``prompt``+``response``, or ``scores`` and ``ranking`` (indices, best
+    first) to rows with ``prompt``+``responses``; ``top_k`` keeps only the best k responses of each
+    row (best-of-n filtering), in rank order. Rows are scored ``chunk_rows`` at a time and streamed
+    to a temporary file that is renamed into place once complete: memory stays bounded and a crash
+    never leaves a partial file under the output name. ``rows``: :func:`read_scoring_rows` output,
+    when the caller checked the file before loading the model."""
+    import os
+    import tempfile
+
+    if top_k is not None and top_k < 1:
+        from .data.report import DataError
+
+        raise DataError(f"top_k must be at least 1 (got {top_k}).")
+    rows = read_scoring_rows(input_path) if rows is None else rows
+    out = Path(output_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(rows), desc="scoring", unit="row")
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.partial-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for start in range(0, len(rows), chunk_rows):
+                chunk = rows[start:start + chunk_rows]
+                items = [_scoring_items(row, n, input_path) for n, row in chunk]
+                flat = [item for its in items for item in its]
+                scores = iter(rm.score_batch(flat, batch_size=batch_size, normalize=normalize))
+                for (_, row), its in zip(chunk, items):
+                    got = [next(scores) for _ in its]
+                    if "responses" in row and isinstance(row["responses"], list):
+                        ranking = sorted(range(len(got)), key=lambda k: got[k], reverse=True)
+                        if top_k is not None:
+                            row["responses"] = [row["responses"][k] for k in ranking[:top_k]]
+                            row["scores"] = [got[k] for k in ranking[:top_k]]
+                            row["ranking"] = list(range(len(row["scores"])))
+                        else:
+                            row["scores"], row["ranking"] = got, ranking
+                    else:
+                        row["score"] = got[0]
+                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                if bar is not None:
+                    bar.update(len(chunk))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
     return len(rows)
 
 

@@ -162,3 +162,39 @@ def test_normalized_scores_use_the_held_out_reward_statistics(tiny_recipe, tiny_
     proc = subprocess.run([sys.executable, "-m", "reward.cli", "score", str(tiny_model_dir), str(src), "--out",
                            str(tmp_path / "out.jsonl"), "--normalize"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no reward mean/std" in proc.stderr and not (tmp_path / "out.jsonl").exists()
+
+
+def test_score_jsonl_streams_in_chunks_and_filters_best_of_n(rm, tmp_path):
+    rows = [{"prompt": f"Question {i}?", "responses": ["no", "yes, and here is why", "maybe"]} for i in range(5)]
+    rows.insert(2, {"prompt": "Hi", "response": "Hello", "id": "keep-me"})
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    whole, chunked, best = tmp_path / "whole.jsonl", tmp_path / "chunked.jsonl", tmp_path / "best.jsonl"
+    score_jsonl(rm, str(src), str(whole), progress=False)
+    score_jsonl(rm, str(src), str(chunked), progress=False, chunk_rows=2)  # 3 chunks, same answer
+    a = [json.loads(x) for x in whole.read_text().splitlines()]
+    b = [json.loads(x) for x in chunked.read_text().splitlines()]
+    assert len(a) == len(b) == 6 and a[2]["id"] == "keep-me"
+    for x, y in zip(a, b):
+        assert x.get("ranking") == y.get("ranking")
+        assert (x.get("scores") or [x["score"]]) == pytest.approx(y.get("scores") or [y["score"]], abs=1e-5)
+    score_jsonl(rm, str(src), str(best), progress=False, top_k=1)
+    top = [json.loads(x) for x in best.read_text().splitlines()]
+    for full, kept in zip(a, top):
+        if "responses" in full:
+            assert kept["responses"] == [full["responses"][full["ranking"][0]]]
+            assert kept["scores"] == pytest.approx([max(full["scores"])])
+
+
+def test_score_cli_rejects_a_bad_line_before_loading_the_model(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "Hi", "response": "Hello"}) + "\n{not json\n")
+    out = tmp_path / "out.jsonl"
+    # the model path does not exist: an error about line 2 proves the file was checked first
+    proc = subprocess.run([sys.executable, "-m", "reward.cli", "score", str(tmp_path / "no-model"), str(src),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "in.jsonl:2: not valid JSON" in proc.stderr and not out.exists()
+    src.write_text(json.dumps({"prompt": "Hi", "responses": []}) + "\n")
+    proc = subprocess.run([sys.executable, "-m", "reward.cli", "score", str(tmp_path / "no-model"), str(src),
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "'responses' is empty" in proc.stderr
