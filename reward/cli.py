@@ -135,7 +135,8 @@ def cmd_export(ns: argparse.Namespace, rest: list[str]) -> int:
     from .export import export_run
 
     export_run(ns.run, ns.output_dir, push_to_hub=ns.push_to_hub, private=ns.private, revision=ns.revision,
-               dtype=ns.dtype, verify_pairs=ns.verify_pairs, tolerance=ns.tolerance)
+               dtype=ns.dtype, verify_pairs=ns.verify_pairs, tolerance=ns.tolerance,
+               share_train_prompt_hashes=ns.share_train_prompt_hashes)
     return 0
 
 
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--dtype", default="float32", choices=["float32", "bf16", "bfloat16", "fp16", "float16"])
     x.add_argument("--verify_pairs", type=int, default=32)
     x.add_argument("--tolerance", type=float, default=None, help="max |Δreward| (default: by dtype)")
+    x.add_argument("--share_train_prompt_hashes", action="store_true",
+                   help="also push train_prompt_hashes.json (kept local by default: it reveals whether a "
+                        "given prompt was trained on)")
     x.set_defaults(fn=cmd_export)
 
     pl = sub.add_parser("plan", help="per-GPU memory estimate and a fits / does-not-fit verdict")

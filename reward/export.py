@@ -113,7 +113,7 @@ def _reward_stats(run: Path) -> dict[str, Any]:
 
 def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None = None, private: bool = False,
                revision: str | None = None, dtype: str = "float32", verify_pairs: int = 32,
-               tolerance: float | None = None) -> Path:
+               tolerance: float | None = None, share_train_prompt_hashes: bool = False) -> Path:
     """Merge (LoRA) or copy (full), verify, write model + tokenizer + card, then optionally push."""
     import torch
 
@@ -156,7 +156,8 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
                       reference.info)
         print(f"exported {run} → {out} (verified: max |Δreward| {worst:.2e} on {len(seqs)} {what})")
     if push_to_hub:
-        push_export(out, push_to_hub, private=private, revision=revision)
+        push_export(out, push_to_hub, private=private, revision=revision,
+                    share_train_prompt_hashes=share_train_prompt_hashes)
     return out
 
 
@@ -298,9 +299,13 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
     return "\n".join(lines) + "\n"
 
 
-def push_export(folder: Path, repo_id: str, private: bool = False, revision: str | None = None) -> str:
+def push_export(folder: Path, repo_id: str, private: bool = False, revision: str | None = None,
+                share_train_prompt_hashes: bool = False) -> str:
     """``create_repo`` + ``upload_folder``. The token comes from ``HF_TOKEN`` or the login cache and
-    is never printed. Re-running after a failure re-uploads only what the Hub does not have."""
+    is never printed. Re-running after a failure re-uploads only what the Hub does not have.
+
+    The training-prompt hashes stay local unless ``share_train_prompt_hashes``: anyone holding a
+    prompt could test whether it was trained on, which private training data must not allow."""
     from huggingface_hub import HfApi
 
     if not (Path(folder) / EXPORT_INFO).is_file():
@@ -311,7 +316,8 @@ def push_export(folder: Path, repo_id: str, private: bool = False, revision: str
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision,
-                                   commit_message="Upload reward model exported with rewardkit")
+                                   commit_message="Upload reward model exported with rewardkit",
+                                   ignore_patterns=None if share_train_prompt_hashes else [TRAIN_PROMPTS])
     except Exception as exc:
         # The local export is complete; say how to resume, without echoing request headers (tokens).
         raise ExportError(f"push to {repo_id} failed ({type(exc).__name__}); the local export in {folder} is "

@@ -120,7 +120,9 @@ def test_push_to_hub_in_the_recipe_exports_verifies_and_pushes_at_the_end(tiny_r
         monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
         run = run_training(load_recipe(tiny_recipe(eval_split_size=0.2, push_to_hub=True, hub_model_id="org/rm2")))
         files = hub.repos["org/rm2"]
-    assert {"config.json", "rewardkit.json", "README.md", "train_prompt_hashes.json"} <= set(files)
+    assert {"config.json", "rewardkit.json", "README.md"} <= set(files)
+    # the prompt hashes stay local (membership of a private prompt must not be testable on the Hub)
+    assert "train_prompt_hashes.json" not in files and (run / "export" / "train_prompt_hashes.json").is_file()
     assert not any(k.startswith("checkpoint-") for k in files)
     assert json.loads(files["rewardkit.json"])["verification"]["max_abs_diff"] <= 1e-5
     assert (run / "export" / "rewardkit.json").is_file()
