@@ -200,16 +200,11 @@ def key_table() -> dict[str, dict[str, Any]]:
     return table
 
 
-def _table_type(entry: dict[str, Any]) -> Any:
-    """A cached ``[[kind, name], ...]`` → a Union ``_coerce`` understands."""
+def _table_type(entry: dict[str, Any]) -> tuple[Any, str]:
+    """A cached ``[[kind, name], ...]`` → (a Union ``_coerce`` understands, its name for messages)."""
     args = tuple(_KINDS[kind] for kind, _ in entry["type"])
-    names = {_KINDS[kind]: name for kind, name in entry["type"]}
     tp = args[0] if len(args) == 1 else typing.Union[args]  # noqa: UP007 (built at run time)
-    _TYPE_NAMES[id(tp)] = names
-    return tp
-
-
-_TYPE_NAMES: dict[int, dict[Any, str]] = {}
+    return tp, " or ".join(name for kind, name in entry["type"] if kind != "none")
 
 
 def _suggest(key: str, choices: typing.Iterable[str]) -> str:
@@ -231,8 +226,13 @@ def _accepts(tp: Any, kind: type) -> bool:
     return False
 
 
-def _coerce(key: str, value: Any, tp: Any) -> Any:
-    """Convert ``value`` to the annotated type where the intent is unambiguous, else raise."""
+def _coerce(key: str, value: Any, tp: Any, label: str | None = None) -> Any:
+    """Convert ``value`` to the annotated type where the intent is unambiguous, else raise.
+    ``label`` names the type in messages (default: from ``tp``)."""
+    return _coerce_value(key, value, tp, label or _describe(tp))
+
+
+def _coerce_value(key: str, value: Any, tp: Any, label: str) -> Any:
     if value is None:
         return None
     allowed = _type_args(tp)
@@ -242,7 +242,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if isinstance(value, bool):
         if _accepts(tp, bool) or enum_like:
             return value
-        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got a boolean ({value}).")
+        raise RecipeError(f"recipe key '{key}': expected {label}, got a boolean ({value}).")
     if isinstance(value, str):
         if _accepts(tp, str) or enum_like:
             return value
@@ -268,7 +268,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 return json.loads(text)
             except json.JSONDecodeError:
                 pass
-        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got the string {value!r}.")
+        raise RecipeError(f"recipe key '{key}': expected {label}, got the string {value!r}.")
     if isinstance(value, (int, float)):
         if isinstance(value, int) and (_accepts(tp, int) or _accepts(tp, float)):
             return value
@@ -278,27 +278,22 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return int(value)
         if _accepts(tp, str) or enum_like:
             return value
-        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got the number {value}.")
+        raise RecipeError(f"recipe key '{key}': expected {label}, got the number {value}.")
     if isinstance(value, list):
         if _accepts(tp, list):
             return value
         if _accepts(tp, str) and all(isinstance(v, str) for v in value):
             return ",".join(value)
-        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got a list.")
+        raise RecipeError(f"recipe key '{key}': expected {label}, got a list.")
     if isinstance(value, dict):
         if _accepts(tp, dict) or _accepts(tp, str):
             return value
-        raise RecipeError(f"recipe key '{key}': expected {_describe(tp)}, got a mapping.")
+        raise RecipeError(f"recipe key '{key}': expected {label}, got a mapping.")
     return value
 
 
 def _describe(tp: Any) -> str:
-    names = []
-    known = _TYPE_NAMES.get(id(tp), {})
-    for arg in _type_args(tp):
-        if arg is type(None):
-            continue
-        names.append(known.get(arg) or getattr(arg, "__name__", str(arg)))
+    names = [getattr(arg, "__name__", str(arg)) for arg in _type_args(tp) if arg is not type(None)]
     return " or ".join(names) or str(tp)
 
 
@@ -392,7 +387,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
         raw["resume_from_checkpoint"] = "latest" if raw["resume_from_checkpoint"] else None
     for key, value in raw.items():
         entry = table[key]
-        values[entry["group"]][key] = _coerce(key, value, _table_type(entry))
+        values[entry["group"]][key] = _coerce(key, value, *_table_type(entry))
     model_kw, data_kw, train_kw = values["model"], values["data"], values["training"]
 
     if not model_kw.get("model_name_or_path"):

@@ -167,3 +167,11 @@ def test_bad_recipe_fails_before_importing_torch(tmp_path, warm_key_cache, text,
                          timeout=120).stdout
     assert "ERR" in out and needle in out, out
     assert "HEAVY []" in out, out
+
+
+def test_type_errors_name_each_keys_own_type():
+    """eval_strategy and save_strategy share a shape (str enum or str) but not a type name."""
+    base = {"model_name_or_path": "a/b", "datasets": ["x.jsonl"]}
+    for key, name in (("eval_strategy", "IntervalStrategy"), ("save_strategy", "SaveStrategy")):
+        with pytest.raises(RecipeError, match=f"'{key}': expected {name} or str, got a list"):
+            load_recipe(None, {**base, key: [1]})
