@@ -83,7 +83,7 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
     rm = RewardModel.from_pretrained(ns.model, device=ns.device)
     result = rm.evaluate_file(ns.data, fmt=ns.format, max_length=ns.max_length, batch_size=ns.batch_size,
                               max_pairs=ns.max_pairs, exclude_seen=not ns.include_seen, split=ns.split,
-                              progress=not ns.no_progress)
+                              progress=not ns.no_progress, pack_tokens=ns.pack_tokens)
     metrics = result["metrics"]
     metrics["data"] = data = result["report"]
     seen = data["dropped"].get("prompt_seen_in_training", 0)
@@ -118,7 +118,7 @@ def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
     rows = read_scoring_rows(ns.input)  # a bad line fails before the model loads
     rm = RewardModel.from_pretrained(ns.model, device=ns.device)
     n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress,
-                    normalize=ns.normalize, top_k=ns.top_k, rows=rows)
+                    normalize=ns.normalize, top_k=ns.top_k, rows=rows, pack_tokens=ns.pack_tokens)
     print(f"scored {n} rows → {ns.out}")
     return 0
 
@@ -147,6 +147,10 @@ def cmd_plan(ns: argparse.Namespace, rest: list[str]) -> int:
     result = plan_from_recipe(recipe, ns.accelerate_config, ns.num_gpus, ns.num_machines, ns.gpu_memory_gb)
     print(json.dumps(result.to_dict(), indent=2) if ns.json else result.render())
     return 0 if result.fits else 1
+
+
+PACK_TOKENS_HELP = ("tokens per packed row: the prompt is computed once for all its responses, without padding "
+                    "(default 512 on CPU, 4096 on GPU; 0: padded batches of --batch_size)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no_progress", action="store_true")
     e.add_argument("--max_length", type=int, default=None, help="default: the run's max_length")
     e.add_argument("--max_pairs", type=int, default=None)
-    e.add_argument("--batch_size", type=int, default=16)
+    e.add_argument("--batch_size", type=int, default=16, help="sequences per padded batch (with --pack_tokens 0)")
+    e.add_argument("--pack_tokens", type=int, default=None, help=PACK_TOKENS_HELP)
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--report", help="write metrics.json, report.md and plots here")
@@ -189,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("input")
     s.add_argument("--out", required=True)
-    s.add_argument("--batch_size", type=int, default=16)
+    s.add_argument("--batch_size", type=int, default=16, help="sequences per padded batch (with --pack_tokens 0)")
+    s.add_argument("--pack_tokens", type=int, default=None, help=PACK_TOKENS_HELP)
     s.add_argument("--device", default=None)
     s.add_argument("--no_progress", action="store_true")
     s.add_argument("--normalize", action="store_true",

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .rundir import TRAIN_PROMPTS, atomic_write_text, is_run_complete
+from .rundir import TRAIN_PROMPTS, atomic_write_text, is_run_complete, set_default_mode
 
 logger = logging.getLogger(__name__)
 EXPORT_INFO = "rewardkit.json"
@@ -166,6 +166,7 @@ def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
+        set_default_mode(tmp)
         model.config.pad_token_id = tokenizer.pad_token_id
         model.config.num_labels = 1
         model.save_pretrained(str(tmp), max_shard_size="2GB")

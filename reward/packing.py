@@ -1,4 +1,5 @@
-"""Padding-free, prompt-sharing reward forward: each prompt is computed once for both responses.
+"""Padding-free, prompt-sharing reward forward: each prompt is computed once for both responses
+(training, evaluation) or for all n responses to it (best-of-n scoring, ``pack_groups``).
 
 A micro-batch of pairs becomes one row: ``[prompt₁ chosen₁ rejected₁ prompt₂ …]``. Position ids
 restart per pair and the rejected segment reuses the chosen segment's positions, so with the mask
@@ -18,7 +19,7 @@ a FlexAttention ``BlockMask`` when the model uses ``flex_attention`` (GPU).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -26,44 +27,58 @@ PROMPT, CHOSEN, REJECTED = 0, 1, 2
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flex_attention")
 
 
+def pack_groups(groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Groups of (shared prefix, [suffix₁, suffix₂, …]) → one packed row ``[prefix₁ s₁ s₂ … prefix₂ …]``.
+
+    Suffix j of a group is segment j + 1 and reuses the positions after the prefix, so under the mask
+    rule each suffix sees only its group's prefix and itself. ``reward_index`` holds, group by group and
+    suffix by suffix, the packed index where the padded model reads the reward of ``prefix + suffix``.
+    """
+    ids: list[int] = []
+    pos: list[int] = []
+    group: list[int] = []
+    kind: list[int] = []
+    reward_index: list[int] = []
+    for n, (prefix, suffixes) in enumerate(groups):
+        p = len(prefix)
+        start = len(ids)
+        ids += prefix
+        pos += range(p)
+        group += [n] * p
+        kind += [PROMPT] * p
+        for j, suffix in enumerate(suffixes):
+            seg_start = len(ids)
+            ids += suffix
+            pos += range(p, p + len(suffix))
+            group += [n] * len(suffix)
+            kind += [j + 1] * len(suffix)
+            reward_index.append(_reward_position(list(prefix) + list(suffix), pad_token_id, start, seg_start, p))
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.tensor([pos], dtype=torch.long),
+        "pair_ids": torch.tensor([group], dtype=torch.long),
+        "segment_ids": torch.tensor([kind], dtype=torch.long),
+        "reward_index": torch.tensor(reward_index, dtype=torch.long),
+    }
+
+
 @dataclass
 class PackedPreferenceCollator:
-    """Examples with ``chosen_ids``/``rejected_ids``/``prompt_len`` → one packed row."""
+    """Examples with ``chosen_ids``/``rejected_ids``/``prompt_len`` → one packed row (segments CHOSEN, REJECTED)."""
 
     pad_token_id: int
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids: list[int] = []
-        pos: list[int] = []
-        pair: list[int] = []
-        kind: list[int] = []
-        idx = {CHOSEN: [], REJECTED: []}
-        for n, ex in enumerate(examples):
+        groups = []
+        for ex in examples:
             p = int(ex["prompt_len"])
             prompt = list(ex["chosen_ids"][:p])
             if list(ex["rejected_ids"][:p]) != prompt:
                 raise ValueError("packing needs chosen_ids and rejected_ids to start with the same prompt_len tokens")
-            start = len(ids)
-            ids += prompt
-            pos += range(p)
-            pair += [n] * p
-            kind += [PROMPT] * p
-            for side, key in ((CHOSEN, "chosen_ids"), (REJECTED, "rejected_ids")):
-                resp = list(ex[key][p:])
-                seg_start = len(ids)
-                ids += resp
-                pos += range(p, p + len(resp))
-                pair += [n] * len(resp)
-                kind += [side] * len(resp)
-                idx[side].append(_reward_position(prompt + resp, self.pad_token_id, start, seg_start, p))
-        batch = {
-            "input_ids": torch.tensor([ids], dtype=torch.long),
-            "position_ids": torch.tensor([pos], dtype=torch.long),
-            "pair_ids": torch.tensor([pair], dtype=torch.long),
-            "segment_ids": torch.tensor([kind], dtype=torch.long),
-            "chosen_index": torch.tensor(idx[CHOSEN], dtype=torch.long),
-            "rejected_index": torch.tensor(idx[REJECTED], dtype=torch.long),
-        }
+            groups.append((prompt, [list(ex["chosen_ids"][p:]), list(ex["rejected_ids"][p:])]))
+        batch = pack_groups(groups, self.pad_token_id)
+        index = batch.pop("reward_index")
+        batch["chosen_index"], batch["rejected_index"] = index[0::2].clone(), index[1::2].clone()
         if "margin" in examples[0]:
             batch["margin"] = torch.tensor([float(ex["margin"]) for ex in examples], dtype=torch.float)
         return batch
@@ -137,13 +152,19 @@ class ScoreCapture:
         self.handle.remove()
 
 
-def packed_rewards(model: Any, capture: ScoreCapture, batch: dict[str, torch.Tensor],
-                   inner: Any | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` on a packed batch; return (chosen rewards, rejected rewards), each [n_pairs]."""
+def packed_token_rewards(model: Any, capture: ScoreCapture, batch: dict[str, torch.Tensor],
+                         inner: Any | None = None) -> torch.Tensor:
+    """Run ``model`` on a packed batch; return the score head's output at every token, [T]."""
     inner = inner if inner is not None else model
     mask = attention_mask_for(_config_holder(inner), batch["pair_ids"], batch["segment_ids"])
     model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False)
-    logits = capture.pop()[0, :, 0]  # [T]
+    return capture.pop()[0, :, 0]
+
+
+def packed_rewards(model: Any, capture: ScoreCapture, batch: dict[str, torch.Tensor],
+                   inner: Any | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on a packed preference batch; return (chosen rewards, rejected rewards), each [n_pairs]."""
+    logits = packed_token_rewards(model, capture, batch, inner)
     return logits[batch["chosen_index"]], logits[batch["rejected_index"]]
 
 

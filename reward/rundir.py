@@ -15,6 +15,21 @@ TRAIN_PROMPTS = "train_prompt_hashes.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set and restore
+    os.umask(mask)
+    return mask
+
+
+def set_default_mode(path: str | Path) -> None:
+    """Give a ``tempfile.mkstemp``/``mkdtemp`` result the mode a plain ``open``/``mkdir`` would have.
+
+    Those create 0600 files and 0700 folders; renamed into place, a model, report or scored file
+    would be unreadable to the rest of a team on a shared cluster."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write via a temporary file in the same folder and rename: readers see old or new, never half."""
     path = Path(path)
@@ -22,6 +37,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    set_default_mode(tmp)
     os.replace(tmp, path)
     return path
 

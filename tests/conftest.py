@@ -21,6 +21,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
 
+@pytest.fixture()
+def umask_022():
+    """A known umask (0o022) for checks that published files are group/world readable."""
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """The SmolLM2 tokenizer (with its chat template) read from the bundled GGUF, saved once."""

@@ -47,8 +47,10 @@ def lora_run(tmp_path_factory, tiny_model_dir):
     return run_training(load_recipe(recipe))
 
 
-def test_lora_export_merges_head_and_scores_identically(lora_run, tmp_path):
+def test_lora_export_merges_head_and_scores_identically(lora_run, tmp_path, umask_022):
     out = export_run(lora_run, tmp_path / "export")
+    # published like a plain mkdir/open would: a team on a shared filesystem can read it
+    assert (out.stat().st_mode & 0o777, (out / "rewardkit.json").stat().st_mode & 0o777) == (0o755, 0o644)
     info = json.loads((out / "rewardkit.json").read_text())
     assert info["verification"]["max_abs_diff"] <= 1e-4 and info["verification"]["on"] == "held-out pairs"
     assert info["reward_mean"] is not None and info["reward_std"] is not None

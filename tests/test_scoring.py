@@ -72,6 +72,93 @@ def test_eval_cli_json_and_report(tiny_model_dir, hh_small, tmp_path):
     assert sum(r["chosen"] for r in rows) / len(rows) == pytest.approx(m["chosen_reward_mean"])
 
 
+def test_prompt_shared_eval_gives_the_rewards_score_gives(rm, tmp_path, monkeypatch):
+    """Packed, prompt-shared evaluation must not change a single reward: each equals ``score`` alone,
+    also for a prompt cut to max_length, a response longer than max_length on its own, and a
+    rejected answer that is the start of the chosen one (the shared part runs into the answers)."""
+    story = "Once upon a time there was a small dragon who lived by the sea. " * 8
+    rows = [{"prompt": "How do I boil an egg?", "chosen": "Boil it for nine minutes.", "rejected": "No."},
+            {"prompt": "Summarise: " + story, "chosen": "A dragon by the sea.", "rejected": "It is about fish."},
+            {"prompt": "Tell me a story", "chosen": story, "rejected": "No."},
+            {"prompt": "Count", "chosen": "one two three four", "rejected": "one two"},
+            {"prompt": [{"role": "user", "content": "Name a fruit"}, {"role": "assistant", "content": "Apple"},
+                        {"role": "user", "content": "Another?"}], "chosen": "Banana", "rejected": "Car"}]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert rm.packable()
+    rm.max_length = 48
+    alone = [(rm.score(r["prompt"], r["chosen"]), rm.score(r["prompt"], r["rejected"])) for r in rows]
+    assert rm.responses_cut == 1  # the story alone is longer than 48 tokens
+    padded_path, padded_calls = rm.score_token_ids, []
+
+    def counting(seqs, *args, **kwargs):
+        padded_calls.append(len(seqs))
+        return padded_path(seqs, *args, **kwargs)
+
+    monkeypatch.setattr(rm, "score_token_ids", counting)
+    for pack_tokens in (0, 60, 4096):  # padded; about one pair a row; all pairs in one row
+        padded_calls.clear()
+        result = rm.evaluate_file(str(data), max_length=48, pack_tokens=pack_tokens, progress=False)
+        assert result["report"]["responses_cut_to_max_length"] == 1
+        got = list(zip(result["chosen"], result["rejected"]))
+        assert got == [pytest.approx(a, abs=1e-5) for a in alone], pack_tokens
+        # packed: no fallback; only the row with the longest sequence is checked padded, and not again
+        if pack_tokens == 0:
+            assert padded_calls == [10]
+        elif pack_tokens == 60:
+            assert len(padded_calls) == 1 and padded_calls[0] < 10, padded_calls
+        else:
+            assert padded_calls == [], padded_calls
+    rm.tokenizer.padding_side = "left"  # the padded path, left-padded, agrees too
+    result = rm.evaluate_file(str(data), max_length=48, pack_tokens=0, progress=False)
+    rm.tokenizer.padding_side = "right"
+    assert list(zip(result["chosen"], result["rejected"])) == [pytest.approx(a, abs=1e-5) for a in alone]
+
+
+def test_ranking_shares_the_prompt_and_falls_back_when_the_mask_is_ignored(rm, tiny_model_dir, monkeypatch, caplog):
+    """``rank`` and ``score_jsonl`` compute a prompt once for all its answers; a model whose attention
+    ignores the packed mask (here: a mask that lets every token see every other) is caught by the
+    check on the first row and scored padded, with a warning, so no reward is wrong."""
+    import torch
+
+    import reward.packing
+
+    answers = ["Boil it.", "Boil it for nine minutes, then cool it in cold water.", "No.", "Boil it for nine."]
+    alone = [rm.score("How do I boil an egg?", a) for a in answers]
+    ranked = dict(rm.rank("How do I boil an egg?", answers, pack_tokens=64))  # split into several rows
+    assert [ranked[a] for a in answers] == pytest.approx(alone, abs=1e-5)
+
+    def attend_everything(model, pair_ids, segment_ids):
+        t = pair_ids.shape[-1]
+        return torch.ones((1, 1, t, t), dtype=torch.bool)
+
+    monkeypatch.setattr(reward.packing, "attention_mask_for", attend_everything)
+    fresh = RewardModel.from_pretrained(str(tiny_model_dir))
+    with caplog.at_level("WARNING", logger="reward.scoring"):
+        ranked = dict(fresh.rank("How do I boil an egg?", answers))
+    assert "scoring padded instead" in caplog.text
+    assert [ranked[a] for a in answers] == pytest.approx(alone, abs=1e-5)
+    caplog.clear()
+    ranked = dict(fresh.rank("How do I boil an egg?", answers))  # padded from now on, no second warning
+    assert [ranked[a] for a in answers] == pytest.approx(alone, abs=1e-5) and not caplog.text
+
+
+def test_prompt_shared_eval_of_a_lora_run_matches_padded(tiny_recipe, hh_small, tmp_path):
+    """A LoRA run scores as base + adapter: the head hook must sit on the wrapped model's head."""
+    from reward.recipe import load_recipe
+    from reward.train import run_training
+
+    run = run_training(load_recipe(tiny_recipe(use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"])))
+    rm = RewardModel.from_pretrained(str(run))
+    assert hasattr(rm.model, "get_base_model") and rm.packable()
+    packed = rm.evaluate_file(str(hh_small), fmt="hh-rlhf", exclude_seen=False, progress=False)
+    padded = rm.evaluate_file(str(hh_small), fmt="hh-rlhf", exclude_seen=False, progress=False, pack_tokens=0)
+    assert packed["metrics"]["n_pairs"] == padded["metrics"]["n_pairs"] > 50
+    assert packed["chosen"] == pytest.approx(padded["chosen"], abs=1e-5)
+    assert packed["rejected"] == pytest.approx(padded["rejected"], abs=1e-5)
+    assert packed["metrics"]["accuracy"] == padded["metrics"]["accuracy"]
+
+
 def test_metrics_ties_are_not_wins():
     from reward.evaluation import compute_metrics
 
@@ -164,7 +251,7 @@ def test_normalized_scores_use_the_held_out_reward_statistics(tiny_recipe, tiny_
     assert proc.returncode == 2 and "no reward mean/std" in proc.stderr and not (tmp_path / "out.jsonl").exists()
 
 
-def test_score_jsonl_streams_in_chunks_and_filters_best_of_n(rm, tmp_path):
+def test_score_jsonl_streams_in_chunks_and_filters_best_of_n(rm, tmp_path, umask_022):
     rows = [{"prompt": f"Question {i}?", "responses": ["no", "yes, and here is why", "maybe"]} for i in range(5)]
     rows.insert(2, {"prompt": "Hi", "response": "Hello", "id": "keep-me"})
     src = tmp_path / "in.jsonl"
@@ -172,12 +259,16 @@ def test_score_jsonl_streams_in_chunks_and_filters_best_of_n(rm, tmp_path):
     whole, chunked, best = tmp_path / "whole.jsonl", tmp_path / "chunked.jsonl", tmp_path / "best.jsonl"
     score_jsonl(rm, str(src), str(whole), progress=False)
     score_jsonl(rm, str(src), str(chunked), progress=False, chunk_rows=2)  # 3 chunks, same answer
+    assert whole.stat().st_mode & 0o777 == 0o644  # not the temporary file's 0600
     a = [json.loads(x) for x in whole.read_text().splitlines()]
     b = [json.loads(x) for x in chunked.read_text().splitlines()]
     assert len(a) == len(b) == 6 and a[2]["id"] == "keep-me"
     for x, y in zip(a, b):
         assert x.get("ranking") == y.get("ranking")
         assert (x.get("scores") or [x["score"]]) == pytest.approx(y.get("scores") or [y["score"]], abs=1e-5)
+    for row in a:  # prompt-shared (the default) gives each response the reward it gets alone
+        for response, got in zip(row.get("responses") or [row["response"]], row.get("scores") or [row["score"]]):
+            assert got == pytest.approx(rm.score(row["prompt"], response), abs=1e-5)
     score_jsonl(rm, str(src), str(best), progress=False, top_k=1)
     top = [json.loads(x) for x in best.read_text().splitlines()]
     for full, kept in zip(a, top):

@@ -4,7 +4,8 @@ quickstart model briefly, saves, reloads and must reproduce the trained model's 
     python tests/gpu/run_all.py --out results.json        # needs CUDA (+ deepspeed, bitsandbytes)
 
 Rows: config, seconds, peak GPU memory (from the run's environment), final loss, NaN seen,
-max |Δreward| between the trained model (during training) and the reloaded one, and the
+max |Δreward| between the trained model (during training) and the reloaded one, the same between
+prompt-shared (packed) and padded scoring of the reloaded model, and the
 `rewardkit plan` estimate for the same setting, for the plan-vs-measured comparison.
 """
 
@@ -70,6 +71,12 @@ def main() -> int:
         want = ref["chosen"] + ref["rejected"]
         row["max_abs_reward_diff"] = max(abs(x - y) for x, y in zip(got, want))
         row["reward_scale"] = max(abs(y) for y in want)
+        # prompt-shared scoring (bf16 on GPU) against the padded rewards just computed
+        packed = rm.score_sequence_groups(list(zip(ref["chosen_ids"], ref["rejected_ids"])))
+        n = len(ref["chosen_ids"])
+        row["packed_vs_padded_max_diff"] = max(abs(x - y) for x, y in zip([c for c, _ in packed] + [r for _, r in packed],
+                                                                         got[:n] + got[n:]))
+        row["packed_scoring_kept"] = rm._packing_ok is not False
         env = json.loads((out / "environment.json").read_text())
         row["gpu"] = env.get("gpu")
         metrics = json.loads((out / "metrics.json").read_text())

@@ -1,4 +1,5 @@
-"""GPU checks: skipped cleanly without CUDA; with one, the fp16 single-GPU run must reload exactly."""
+"""GPU checks: skipped cleanly without CUDA; with one, the fp16 single-GPU run must reload exactly
+and score the same prompt-shared as padded."""
 
 from __future__ import annotations
 
@@ -21,3 +22,5 @@ def test_single_gpu_fp16_trains_and_reloads(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     row = json.loads(out.read_text())[0]
     assert not row["nan"] and row["max_abs_reward_diff"] <= 2e-2 * max(1.0, row["reward_scale"])
+    # bf16 prompt-shared scoring must pass its own check against padded scoring (no silent fallback)
+    assert row["packed_scoring_kept"] and row["packed_vs_padded_max_diff"] <= 0.1 * max(1.0, row["reward_scale"])
