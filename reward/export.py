@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .rundir import TRAIN_PROMPTS, atomic_write_text, is_run_complete, set_default_mode
+from .rundir import TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_mode
 
 logger = logging.getLogger(__name__)
 EXPORT_INFO = "rewardkit.json"
@@ -106,9 +106,8 @@ def verification_sequences(run: Path, tokenizer: Any, n: int) -> tuple[list[list
 
 
 def _reward_stats(run: Path) -> dict[str, Any]:
-    metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
-    ev = metrics.get("eval") or {}
-    return {"reward_mean": ev.get("reward_mean"), "reward_std": ev.get("reward_std"), "metrics": metrics}
+    mean, std, metrics = held_out_reward_stats(run)
+    return {"reward_mean": mean, "reward_std": std, "metrics": metrics}
 
 
 def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None = None, private: bool = False,

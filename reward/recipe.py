@@ -229,10 +229,7 @@ def _accepts(tp: Any, kind: type) -> bool:
 def _coerce(key: str, value: Any, tp: Any, label: str | None = None) -> Any:
     """Convert ``value`` to the annotated type where the intent is unambiguous, else raise.
     ``label`` names the type in messages (default: from ``tp``)."""
-    return _coerce_value(key, value, tp, label or _describe(tp))
-
-
-def _coerce_value(key: str, value: Any, tp: Any, label: str) -> Any:
+    label = label or _describe(tp)
     if value is None:
         return None
     allowed = _type_args(tp)

@@ -16,7 +16,15 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it: set and restore
+    """This process's umask: from /proc on Linux, else by setting and restoring it (for a moment
+    another thread's new file would get 0o077, too strict but never too open)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o077)
     os.umask(mask)
     return mask
 
@@ -28,6 +36,14 @@ def set_default_mode(path: str | Path) -> None:
     would be unreadable to the rest of a team on a shared cluster."""
     path = Path(path)
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
+def held_out_reward_stats(run_dir: str | Path) -> tuple[float | None, float | None, dict[str, Any]]:
+    """(reward mean, reward std, all metrics) of a run's held-out evaluation (``metrics.json``)."""
+    path = Path(run_dir) / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    ev = metrics.get("eval") or {}
+    return ev.get("reward_mean"), ev.get("reward_std"), metrics
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -9,13 +9,14 @@ packed forward of ``reward.packing`` instead: the prompt is computed once, no pa
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .data.formatting import Message, as_messages, encode_pairs
-from .rundir import TRAIN_PROMPTS, set_default_mode
+from .rundir import TRAIN_PROMPTS, held_out_reward_stats, set_default_mode
 
 logger = logging.getLogger(__name__)
 Prompt = str | Sequence[Message]
@@ -117,17 +118,15 @@ class RewardModel:
         return cls(model, tok, max_length or info.get("max_length"), info.get("truncation", "left"), info,
                    source=str(path_or_id))
 
-    @property
+    @functools.cached_property
     def reward_stats(self) -> dict[str, float] | None:
         """Mean and std of this model's rewards on its held-out pairs (an export's ``rewardkit.json``
-        or a run's ``metrics.json``): what an RLHF loop uses to normalise rewards."""
-        if self.info.get("reward_mean") is not None and self.info.get("reward_std"):
-            return {"mean": float(self.info["reward_mean"]), "std": float(self.info["reward_std"])}
-        metrics = _read_json(Path(self.source) / "metrics.json") if self.source else {}
-        ev = metrics.get("eval") or {}
-        if ev.get("reward_mean") is not None and ev.get("reward_std"):
-            return {"mean": float(ev["reward_mean"]), "std": float(ev["reward_std"])}
-        return None
+        or a run's ``metrics.json``): what an RLHF loop uses to normalise rewards. Read once, not on
+        every ``score(..., normalize=True)``."""
+        mean, std = self.info.get("reward_mean"), self.info.get("reward_std")  # an export's rewardkit.json
+        if (mean is None or not std) and self.source:
+            mean, std, _ = held_out_reward_stats(self.source)  # a run's metrics.json
+        return {"mean": float(mean), "std": float(std)} if mean is not None and std else None
 
     def _normalizer(self, normalize: bool) -> Any:
         if not normalize:
@@ -189,8 +188,8 @@ class RewardModel:
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                     position_ids=pos.to(self.device), use_cache=False).logits
-                for row, i in enumerate(idx):
-                    out[i] = float(logits[row, 0].float())
+                for i, value in zip(idx, logits[:, 0].float().tolist()):  # one device→host copy a batch
+                    out[i] = value
         return out
 
     def packable(self) -> bool:
@@ -381,8 +380,9 @@ class RewardModel:
         clen = [len(r[0]) for r in r_ids]
         rlen = [len(r[1]) for r in r_ids]
         metrics = compute_metrics(chosen, rejected, clen, rlen)
+        summary = report.to_dict()
         return {"metrics": metrics, "chosen": chosen, "rejected": rejected, "chosen_len": clen, "rejected_len": rlen,
-                "report": {**{k: report.to_dict()[k] for k in ("total", "kept", "dropped", "repaired")},
+                "report": {**{k: summary[k] for k in ("total", "kept", "dropped", "repaired")},
                            "training_prompts_known": seen is not None if exclude_seen else None,
                            "max_length": limit, "responses_cut_to_max_length": cut}}
 
