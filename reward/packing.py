@@ -12,33 +12,51 @@ from per-token logits captured with a forward hook on the score head, so the mod
 through its normal ``forward`` (DDP, DeepSpeed and PEFT wrappers all see the call).
 
 Written here because TRL 1.x has no prompt sharing for reward models (OpenRLHF packs samples but
-runs the prompt twice). Masks: a dense boolean mask for SDPA/eager (the plain path CPU tests run),
-a FlexAttention ``BlockMask`` when the model uses ``flex_attention`` (GPU).
+runs the prompt twice). Three ways to apply the rule (``packed_attention`` in a recipe):
+
+- ``dense``: a [T, T] boolean mask for SDPA/eager (the plain path; CPU default).
+- ``flex``: a FlexAttention ``BlockMask`` (no T×T tensor; needs ``torch.compile``'d kernels).
+- ``varlen``: variable-length FlashAttention (``torch.nn.attention.varlen``), no mask at all.
+  A group ``[prefix s₁ s₂ …]`` becomes the segments ``(q = prefix+s₁, k = prefix+s₁)``,
+  ``(q = s₂, k = prefix+s₂)``, …: queries stay where they are, keys and values are gathered
+  (``kv_index``), and FlashAttention's causal mask, aligned bottom-right when a segment has fewer
+  queries than keys, is exactly the rule above. CUDA fp16/bf16; elsewhere the same segments run
+  through SDPA one at a time (the reference the tests compare against).
+
+``TokenBudgetBatchSampler`` makes a micro-batch a token budget filled with pairs of similar length.
 """
 
 from __future__ import annotations
 
+import inspect
+import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 
 PROMPT, CHOSEN, REJECTED = 0, 1, 2
-SUPPORTED_ATTENTION = ("sdpa", "eager", "flex_attention")
+VARLEN = "rewardkit_varlen"  # the attention implementation name registered with transformers
+SUPPORTED_ATTENTION = ("sdpa", "eager", "flex_attention", VARLEN)
 
 
-def pack_groups(groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+def pack_groups(groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_token_id: int) -> dict[str, Any]:
     """Groups of (shared prefix, [suffix₁, suffix₂, …]) → one packed row ``[prefix₁ s₁ s₂ … prefix₂ …]``.
 
     Suffix j of a group is segment j + 1 and reuses the positions after the prefix, so under the mask
     rule each suffix sees only its group's prefix and itself. ``reward_index`` holds, group by group and
     suffix by suffix, the packed index where the padded model reads the reward of ``prefix + suffix``.
+
+    The varlen layout (``kv_index``, ``cu_seq_q``, ``cu_seq_k``, ``max_q``, ``max_k``; see the module
+    docstring) is built here on the host too, so the forward needs no device→host sync.
     """
     ids: list[int] = []
     pos: list[int] = []
     group: list[int] = []
     kind: list[int] = []
     reward_index: list[int] = []
+    kv_index: list[int] = []
+    cu_q, cu_k = [0], [0]
     for n, (prefix, suffixes) in enumerate(groups):
         p = len(prefix)
         start = len(ids)
@@ -53,12 +71,29 @@ def pack_groups(groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
             group += [n] * len(suffix)
             kind += [j + 1] * len(suffix)
             reward_index.append(_reward_position(list(prefix) + list(suffix), pad_token_id, start, seg_start, p))
+            # segment j: the first one's queries include the prefix; later ones see it as keys only
+            q_from = start if j == 0 else seg_start
+            kv_index += range(start, start + p)
+            kv_index += range(seg_start, len(ids))
+            cu_q.append(cu_q[-1] + len(ids) - q_from)
+            cu_k.append(cu_k[-1] + p + len(ids) - seg_start)
+        if not suffixes:  # a bare prefix is a causal segment of its own
+            kv_index += range(start, len(ids))
+            cu_q.append(cu_q[-1] + p)
+            cu_k.append(cu_k[-1] + p)
+    seg_q = [b - a for a, b in zip(cu_q, cu_q[1:])]
+    seg_k = [b - a for a, b in zip(cu_k, cu_k[1:])]
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([pos], dtype=torch.long),
         "pair_ids": torch.tensor([group], dtype=torch.long),
         "segment_ids": torch.tensor([kind], dtype=torch.long),
         "reward_index": torch.tensor(reward_index, dtype=torch.long),
+        "kv_index": torch.tensor(kv_index, dtype=torch.long),
+        "cu_seq_q": torch.tensor(cu_q, dtype=torch.int32),
+        "cu_seq_k": torch.tensor(cu_k, dtype=torch.int32),
+        "max_q": max(seg_q, default=0),
+        "max_k": max(seg_k, default=0),
     }
 
 
@@ -119,7 +154,9 @@ def flex_block_mask(pair_ids: torch.Tensor, segment_ids: torch.Tensor) -> Any:
 
 
 def attention_mask_for(model: Any, pair_ids: torch.Tensor, segment_ids: torch.Tensor) -> Any:
-    impl = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
+    impl = attn_implementation(model)
+    if impl == VARLEN:  # no mask: a 4-D placeholder makes transformers skip building one
+        return torch.ones(1, 1, 1, 1, dtype=torch.bool, device=pair_ids.device)
     if impl == "flex_attention":
         return flex_block_mask(pair_ids, segment_ids)
     if impl == "eager":
@@ -152,12 +189,16 @@ class ScoreCapture:
         self.handle.remove()
 
 
-def packed_token_rewards(model: Any, capture: ScoreCapture, batch: dict[str, torch.Tensor],
+def packed_token_rewards(model: Any, capture: ScoreCapture, batch: dict[str, Any],
                          inner: Any | None = None) -> torch.Tensor:
     """Run ``model`` on a packed batch; return the score head's output at every token, [T]."""
-    inner = inner if inner is not None else model
-    mask = attention_mask_for(_config_holder(inner), batch["pair_ids"], batch["segment_ids"])
-    model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False)
+    holder = _config_holder(inner if inner is not None else model)
+    mask = attention_mask_for(holder, batch["pair_ids"], batch["segment_ids"])
+    extra = {}
+    if attn_implementation(holder) == VARLEN:  # reaches every attention layer through the model's **kwargs
+        extra[VARLEN] = {k: batch[k] for k in ("kv_index", "cu_seq_q", "cu_seq_k", "max_q", "max_k")}
+    model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False,
+          **extra)
     return capture.pop()[0, :, 0]
 
 
@@ -172,3 +213,169 @@ def _config_holder(model: Any) -> Any:
     while not hasattr(model, "config") and hasattr(model, "module"):
         model = model.module
     return model
+
+
+# --- attention implementations ------------------------------------------------------------------
+# transformers' attention registry and ``config._attn_implementation`` are the one private-ish
+# seam used here: every read and write of them goes through the two functions below.
+
+def attn_implementation(model: Any) -> str:
+    """The attention implementation a (possibly wrapped) model runs."""
+    return getattr(_config_holder(model).config, "_attn_implementation", None) or "sdpa"
+
+
+def varlen_available(device: torch.device | str) -> bool:
+    """Whether FlashAttention varlen (``torch.nn.attention.varlen``) can run on ``device``."""
+    if torch.device(device).type != "cuda":
+        return False
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def set_packed_attention(model: Any, mode: str, device: torch.device | str, half: bool = True) -> str:
+    """Point ``model`` at the attention the packed forward should use (``auto``: varlen where it can
+    run, on CUDA in fp16/bf16 (``half``), else the model's own SDPA/eager with a dense mask); returns
+    the implementation name. A model on flex or another non-default implementation keeps it under ``auto``.
+
+    Padded calls (scoring checks, ``packing: false`` evaluation) keep working under every choice:
+    the varlen implementation falls back to SDPA with transformers' own mask when no layout is given."""
+    current = attn_implementation(model)
+    if mode == "auto":
+        if current not in ("sdpa", "eager", VARLEN):
+            return current
+        mode = "varlen" if half and varlen_available(device) else "dense"
+    if mode == "dense":
+        impl = current if current in ("sdpa", "eager") else "sdpa"
+    else:
+        impl = {"varlen": VARLEN, "flex": "flex_attention"}[mode]
+    if impl == VARLEN:
+        _register_varlen()
+    if impl != current:
+        _config_holder(model).set_attn_implementation(impl)
+    return impl
+
+
+def _register_varlen() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(VARLEN, varlen_attention_forward)
+    AttentionMaskInterface.register(VARLEN, sdpa_mask)  # padded calls get SDPA's mask
+
+
+def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             attention_mask: Any, scaling: float | None = None, dropout: float = 0.0,
+                             **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """transformers attention function: varlen segments when the packed forward passed a layout,
+    SDPA otherwise. query [1, H, T, D], key/value [1, Hkv, T, D] → ([1, T, H, D], None)."""
+    layout = kwargs.pop(VARLEN, None)
+    if layout is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    q = query[0].transpose(0, 1)  # [T, H, D]
+    k = key[0].transpose(0, 1).index_select(0, layout["kv_index"])
+    v = value[0].transpose(0, 1).index_select(0, layout["kv_index"])
+    scale = scaling if scaling is not None else q.shape[-1] ** -0.5
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and varlen_available(q.device):
+        out = _flash_varlen(q, k, v, layout, scale)
+    else:
+        out = segment_attention(q, k, v, layout["cu_seq_q"], layout["cu_seq_k"], scale)
+    return out.unsqueeze(0), None
+
+
+_VARLEN_PARAMS: set[str] | None = None
+
+
+def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: dict[str, Any], scale: float) -> torch.Tensor:
+    """``varlen_attn`` with causal segments aligned bottom-right, across torch releases: newer ones
+    express causality as ``window_size=(-1, 0)``, older ones as ``is_causal=True``."""
+    global _VARLEN_PARAMS
+    from torch.nn.attention.varlen import varlen_attn
+
+    if _VARLEN_PARAMS is None:
+        _VARLEN_PARAMS = set(inspect.signature(varlen_attn).parameters)
+    kw: dict[str, Any] = {"scale": scale}
+    kw.update({"window_size": (-1, 0)} if "window_size" in _VARLEN_PARAMS else {"is_causal": True})
+    if k.shape[1] != q.shape[1]:
+        if "enable_gqa" in _VARLEN_PARAMS:
+            kw["enable_gqa"] = True
+        else:
+            rep = q.shape[1] // k.shape[1]
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    cu_q, cu_k = layout["cu_seq_q"], layout["cu_seq_k"]
+    return varlen_attn(q, k, v, cu_q.to(q.device, torch.int32), cu_k.to(q.device, torch.int32),
+                       int(layout["max_q"]), int(layout["max_k"]), **kw)
+
+
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+                      scale: float) -> torch.Tensor:
+    """The varlen rule one segment at a time through SDPA (causal, aligned bottom-right): the reference
+    that CPU runs and tests use. q [Tq, H, D], k/v [Tk, Hkv, D] → [Tq, H, D]."""
+    import torch.nn.functional as F
+
+    rep = q.shape[1] // k.shape[1]
+    out = torch.empty_like(q)
+    for a, b, c, d in zip(cu_q.tolist(), cu_q[1:].tolist(), cu_k.tolist(), cu_k[1:].tolist()):
+        lq, lk = b - a, d - c
+        if lq == 0:
+            continue
+        qs = q[a:b].transpose(0, 1)
+        ks = k[c:d].transpose(0, 1).repeat_interleave(rep, dim=0)
+        vs = v[c:d].transpose(0, 1).repeat_interleave(rep, dim=0)
+        allowed = torch.arange(lk, device=q.device)[None, :] <= torch.arange(lq, device=q.device)[:, None] + (lk - lq)
+        out[a:b] = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=allowed, scale=scale).transpose(0, 1)
+    return out
+
+
+# --- token-budget micro-batches -----------------------------------------------------------------
+
+class TokenBudgetBatchSampler:
+    """Micro-batches of pairs whose packed tokens (prompt once + both responses) stay within
+    ``max_tokens``, filled with pairs of similar length.
+
+    Pairs are sorted by packed length and cut greedily into batches once, so the number of batches
+    (and with it the Trainer's step count and LR schedule) is fixed; each epoch visits the batches in
+    a new seeded order. A pair longer than the budget forms a batch of its own, never dropped.
+    Written here because neither TRL nor transformers batches by tokens (TRL's ``padding_free`` still
+    takes a fixed pair count)."""
+
+    def __init__(self, lengths: Sequence[int], max_tokens: int, seed: int = 0, shuffle: bool = True):
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be > 0, got {max_tokens}")
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        self.batches: list[list[int]] = []
+        current: list[int] = []
+        used = 0
+        for i in order:
+            if current and used + lengths[i] > max_tokens:
+                self.batches.append(current)
+                current, used = [], 0
+            current.append(i)
+            used += lengths[i]
+        if current:
+            self.batches.append(current)
+        self.seed, self.shuffle, self.epoch = seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(range(len(self.batches)))
+        if self.shuffle:
+            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        for n in order:
+            yield list(self.batches[n])
+
+
+def packed_pair_lengths(dataset: Any) -> list[int]:
+    """Tokens each pair takes in a packed row: the prompt once plus both responses."""
+    return [len(c) + len(r) - int(p) for c, r, p in zip(dataset["chosen_ids"], dataset["rejected_ids"],
+                                                       dataset["prompt_len"])]

@@ -130,9 +130,10 @@ def read_accelerate_config(name: str) -> dict[str, Any]:
 
 def estimate(shape: Shape, name: str, gpus: int, zero_stage: int, offload_optimizer: bool, offload_params: bool,
              lora: bool, lora_r: int, four_bit: bool, checkpointing: bool, micro_batch_pairs: int, max_length: int,
-             gpu_memory_gb: float, deepspeed: bool) -> Plan:
+             gpu_memory_gb: float, deepspeed: bool, token_budget: int | None = None) -> Plan:
     n = shape.params
-    tokens = 2 * micro_batch_pairs * max_length
+    # packed micro-batches with a token budget hold at most that many tokens (a longer single pair aside)
+    tokens = max(token_budget, 2 * max_length) if token_budget else 2 * micro_batch_pairs * max_length
     parts: dict[str, float] = {}
     shard_p = gpus if zero_stage >= 3 else 1
     shard_g = gpus if zero_stage >= 2 else 1
@@ -178,7 +179,8 @@ def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_mac
     args = recipe.training
     common = dict(shape=shape, name=recipe.model.model_name_or_path, gpus=gpus, lora_r=recipe.model.lora_r,
                   micro_batch_pairs=args.per_device_train_batch_size, max_length=args.max_length or 1024,
-                  gpu_memory_gb=gpu_memory_gb, deepspeed=acc["zero_stage"] > 0)
+                  gpu_memory_gb=gpu_memory_gb, deepspeed=acc["zero_stage"] > 0,
+                  token_budget=recipe.data.max_tokens_per_batch if recipe.data.packing else None)
     current = dict(zero_stage=acc["zero_stage"], offload_optimizer=acc["offload_optimizer"],
                    offload_params=acc["offload_params"], lora=bool(recipe.model.use_peft),
                    four_bit=bool(recipe.model.load_in_4bit), checkpointing=bool(args.gradient_checkpointing))

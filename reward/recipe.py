@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 DATA_FORMATS = ("pairs", "hh-rlhf", "helpsteer2", "helpsteer2-binarized", "conversational", "ranked-csv")
 TRUNCATION_POLICIES = ("left", "drop")
+PACKED_ATTENTION = ("auto", "varlen", "flex", "dense")
 
 
 class RecipeError(ValueError):
@@ -79,6 +80,12 @@ class DataArguments:
     max_eval_samples: int | None = None
     packing: bool = True
     """Padding-free, prompt-sharing forward (exactly the padded model's rewards; see reward.packing)."""
+    packed_attention: str = "auto"
+    """How the packed forward attends: ``varlen`` (FlashAttention varlen, CUDA), ``flex``
+    (FlexAttention block mask), ``dense`` (SDPA with a T×T mask); ``auto``: varlen on CUDA, else dense."""
+    max_tokens_per_batch: int | None = None
+    """Token budget of a packed micro-batch (prompt once + both responses), filled with pairs of
+    similar length; replaces ``per_device_train_batch_size`` for training. None: a fixed pair count."""
     freeze_trainable_layers: int | None = None
     """Full fine-tuning of only the top N decoder layers (+ final norm and head), as LLaMA-Factory's
     ``freeze`` mode; the rest is frozen, so backward stops early. None: train everything."""
@@ -395,6 +402,16 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
     sources = [parse_source(i, s) for i, s in enumerate(data_kw["datasets"])]
     if data_kw.get("truncation", "left") not in TRUNCATION_POLICIES:
         raise RecipeError(f"recipe key 'truncation': '{data_kw['truncation']}' is not one of {TRUNCATION_POLICIES}.")
+    if data_kw.get("packed_attention", "auto") not in PACKED_ATTENTION:
+        raise RecipeError(f"recipe key 'packed_attention': '{data_kw['packed_attention']}' is not one of "
+                          f"{', '.join(PACKED_ATTENTION)}.{_suggest(str(data_kw['packed_attention']), PACKED_ATTENTION)}")
+    budget = data_kw.get("max_tokens_per_batch")
+    if budget is not None:
+        if budget <= 0:
+            raise RecipeError(f"recipe key 'max_tokens_per_batch': {budget} must be a positive token count "
+                              "(or remove the key for a fixed pair count).")
+        if not data_kw.get("packing", True):
+            raise RecipeError("recipe key 'max_tokens_per_batch' needs 'packing: true' (it budgets packed rows).")
     split = data_kw.get("eval_split_size", 0.2)
     if not 0 <= split < 1:
         raise RecipeError(f"recipe key 'eval_split_size': {split} must be in [0, 1).")
@@ -443,6 +460,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
         train_kw.setdefault("activation_checkpointing", False)
     else:
         train_kw.setdefault("gradient_checkpointing", False)
+    # transformers checks every step's loss for NaN/inf on the host (a device sync per step) only to
+    # hide it from the log; rewardkit logs the loss as it is.
+    train_kw.setdefault("logging_nan_inf_filter", False)
     train_kw.setdefault("output_dir", "runs/" + (Path(path).stem if path else "rewardkit"))
     train_kw.setdefault("report_to", "none")
     ModelConfig, _, RewardConfig = _groups()

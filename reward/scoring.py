@@ -110,6 +110,10 @@ class RewardModel:
         """Responses longer than ``max_length`` on their own, scored on their first tokens (running count)."""
         self._packing_checked_len = 0  # longest sequence whose packed reward was checked against padded
         self._packing_ok: bool | None = None  # False once packed scoring disagreed with padded scoring
+        if self.packable():  # prompt-shared scoring uses FlashAttention varlen where it can run
+            from .packing import set_packed_attention
+
+            set_packed_attention(model, "auto", self.device, half=next(model.parameters()).element_size() == 2)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
@@ -247,7 +251,8 @@ class RewardModel:
             with torch.inference_mode():
                 for n, row in enumerate(rows):
                     batch = pack_groups([(prefix, suffixes) for _, _, prefix, suffixes in row], self.tokenizer.pad_token_id)
-                    logits = packed_token_rewards(self.model, capture, {k: v.to(self.device) for k, v in batch.items()})
+                    logits = packed_token_rewards(self.model, capture, {k: v.to(self.device) if torch.is_tensor(v) else v
+                                                                          for k, v in batch.items()})
                     got = iter(logits[batch["reward_index"].to(self.device)].float().tolist())
                     for g, first, _, suffixes in row:
                         for j in range(len(suffixes)):

@@ -110,6 +110,12 @@ def run_training(recipe: Recipe) -> Path:
     # seeds anything: seed here, or the same recipe trains a different model each run.
     set_seed(args.seed)
     model = load_reward_model(margs, tokenizer, dargs.gguf_file, args.trust_remote_code)
+    if dargs.packing:
+        from .packing import set_packed_attention
+
+        impl = set_packed_attention(model, dargs.packed_attention, state.device, half=bool(args.bf16 or args.fp16
+                                                                                          or margs.load_in_4bit))
+        logger.info("packed forward: %s attention", impl)
     peft_config = build_peft_config(margs, recipe.raw) if margs.use_peft else None
     if dargs.freeze_trainable_layers is not None:
         n = freeze_lower_layers(model, dargs.freeze_trainable_layers)
@@ -137,6 +143,7 @@ def run_training(recipe: Recipe) -> Path:
     trainer = RewardkitTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
         processing_class=tokenizer, peft_config=peft_config, packing=dargs.packing,
+        max_tokens_per_batch=dargs.max_tokens_per_batch,
         callbacks=[_JsonlLogCallback(run_dir / "logs" / "train_log.jsonl")]
         + ([_StepDelayCallback(float(os.environ["REWARDKIT_STEP_DELAY"]))] if os.environ.get("REWARDKIT_STEP_DELAY") else []),
     )

@@ -9,6 +9,10 @@ What it changes and why:
   reduced across processes once per ``log``: exact accuracy, ties reported apart. Evaluation
   counts go through ``gather_for_metrics``, which drops the samples a distributed sampler repeats
   to even out the last batch, so ``eval_accuracy`` is over exactly the eval set.
+- ``max_tokens_per_batch``: training micro-batches are a token budget filled with pairs of similar
+  length (``reward.packing.TokenBudgetBatchSampler``) instead of a fixed pair count.
+- ZeRO with optimizer offload gets DeepSpeed's CPU Adam (with the Trainer's parameter groups): the
+  Trainer hands DeepSpeed a torch AdamW, which DeepSpeed refuses under offload.
 - A guard: the datasets it receives already fit ``max_length`` (``reward.data``); if TRL's own
   length filter still removed a row, training stops instead of losing it silently.
 """
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from trl import RewardTrainer
 
 from .modeling import head_name
-from .packing import PackedPreferenceCollator, ScoreCapture, packed_rewards
+from .packing import PackedPreferenceCollator, ScoreCapture, TokenBudgetBatchSampler, packed_pair_lengths, packed_rewards
 
 logger = logging.getLogger(__name__)
 _STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")
@@ -32,11 +36,12 @@ _STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")
 class RewardkitTrainer(RewardTrainer):
     """RewardTrainer + packing + exact metrics. ``packing=False`` is the stock padded path."""
 
-    def __init__(self, *args: Any, packing: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, packing: bool = True, max_tokens_per_batch: int | None = None, **kwargs: Any):
         train = kwargs.get("train_dataset")
         evals = kwargs.get("eval_dataset")
         sizes = (len(train) if train is not None else None, len(evals) if evals is not None else None)
         self.packing = packing
+        self.max_tokens_per_batch = max_tokens_per_batch if packing else None
         if packing and kwargs.get("data_collator") is None:
             tok = kwargs["processing_class"]
             kwargs["data_collator"] = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)
@@ -56,6 +61,33 @@ class RewardkitTrainer(RewardTrainer):
         if not trainable:
             raise RuntimeError(f"the reward head '{name}' is frozen: LoRA would never train it. "
                                "Use task_type SEQ_CLS / modules_to_save=['score'].")
+
+    def get_train_dataloader(self) -> Any:
+        """A token-budget batch sampler when ``max_tokens_per_batch`` is set; the Trainer's otherwise.
+        accelerate shards its batches across processes like any batch sampler."""
+        if not self.max_tokens_per_batch or self.train_dataset is None:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        dataset = self._remove_unused_columns(self.train_dataset, description="training")
+        sampler = TokenBudgetBatchSampler(packed_pair_lengths(dataset), self.max_tokens_per_batch, seed=self.args.seed)
+        workers = self.args.dataloader_num_workers
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=workers,
+                            pin_memory=self.args.dataloader_pin_memory,
+                            persistent_workers=bool(workers and self.args.dataloader_persistent_workers),
+                            prefetch_factor=self.args.dataloader_prefetch_factor if workers else None)
+        return self.accelerator.prepare(loader)
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.is_deepspeed_enabled and _offloads_optimizer(self.args) and type(optimizer).__name__ == "AdamW":
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            a = self.args
+            self.optimizer = DeepSpeedCPUAdam(optimizer.param_groups, lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2),
+                                              eps=a.adam_epsilon, weight_decay=a.weight_decay, adamw_mode=True)
+            logger.info("ZeRO optimizer offload: DeepSpeedCPUAdam instead of %s", type(optimizer).__name__)
+        return self.optimizer
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -127,3 +159,11 @@ class RewardkitTrainer(RewardTrainer):
             if mode == "train":
                 logs["tokens"] = values["tokens"]
         super().log(logs, start_time)
+
+
+def _offloads_optimizer(args: Any) -> bool:
+    """Whether the DeepSpeed config the Trainer resolved offloads optimizer states."""
+    config = getattr(args, "hf_deepspeed_config", None)
+    if config is None:
+        return False
+    return config.get_value("zero_optimization.offload_optimizer.device", "none") in ("cpu", "nvme")

