@@ -252,6 +252,9 @@ def set_packed_attention(model: Any, mode: str, device: torch.device | str, half
     else:
         impl = {"varlen": VARLEN, "flex": "flex_attention"}[mode]
     if impl == VARLEN:
+        if torch.device(device).type == "cuda" and not (half and varlen_available(device)):
+            raise ValueError("packed_attention: varlen runs FlashAttention in fp16/bf16 (torch ≥ 2.10) on CUDA; "
+                             "this run is fp32 or the kernel is missing: use packed_attention: dense or auto.")
         _register_varlen()
     if impl != current:
         _config_holder(model).set_attn_implementation(impl)
@@ -281,11 +284,23 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     k = key[0].transpose(0, 1).index_select(0, layout["kv_index"])
     v = value[0].transpose(0, 1).index_select(0, layout["kv_index"])
     scale = scaling if scaling is not None else q.shape[-1] ** -0.5
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and varlen_available(q.device):
-        out = _flash_varlen(q, k, v, layout, scale)
+    half = _half_dtype(q, v)
+    if half is not None and varlen_available(q.device):
+        out = _flash_varlen(q.to(half), k.to(half), v.to(half), layout, scale).to(query.dtype)
     else:
         out = segment_attention(q, k, v, layout["cu_seq_q"], layout["cu_seq_k"], scale)
     return out.unsqueeze(0), None
+
+
+def _half_dtype(q: torch.Tensor, v: torch.Tensor) -> torch.dtype | None:
+    """The 16-bit dtype FlashAttention should run in, or None. Under autocast, RoPE leaves q and k in
+    fp32 (cos/sin follow the fp32 residual stream) while v is already 16-bit: use autocast's dtype,
+    as transformers' own flash path does."""
+    if not q.is_cuda:
+        return None
+    if torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
+    return v.dtype if v.dtype in (torch.float16, torch.bfloat16) else None
 
 
 _VARLEN_PARAMS: set[str] | None = None

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNS = [  # (name, accelerate config, extra recipe overrides)
@@ -74,58 +75,81 @@ def main() -> int:
 
     with ThreadPoolExecutor(max_workers=max(1, a.parallel)) as pool:
         done = list(pool.map(lambda x: train(x[0], *x[1]), enumerate(runs)))
+    if a.log:
+        with open(a.log, "a") as fh:
+            for (name, _, _), (proc, _) in zip(runs, done):
+                fh.write(f"===== {name} rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-12000:]}\n")
     rows = []
     for (name, cfg, extra), (proc, seconds) in zip(runs, done):
-        out = ROOT / "runs" / f"gpu-{name}"
-        row = {"config": name, "rc": proc.returncode, "seconds": round(seconds, 1)}
-        if a.log:
-            with open(a.log, "a") as fh:
-                fh.write(f"===== {name} rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-12000:]}\n")
-        if proc.returncode != 0:
-            row["error"] = proc.stderr[-4000:]
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-            continue
-        logs = [json.loads(x) for x in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
-        losses = [x["loss"] for x in logs if "loss" in x]
-        row["final_loss"] = losses[-1] if losses else None
-        row["nan"] = any(not math.isfinite(x) for x in losses)
-        ref = json.loads((out / "eval_report" / "rewards.json").read_text())
-        rm = RewardModel.from_pretrained(str(out))
-        got = rm.score_token_ids(ref["chosen_ids"] + ref["rejected_ids"])
-        want = ref["chosen"] + ref["rejected"]
-        row["max_abs_reward_diff"] = max(abs(x - y) for x, y in zip(got, want))
-        log = (out / "logs" / "train.log").read_text()
-        row["packed_attention"] = log.split("packed forward: ", 1)[1].split()[0] if "packed forward: " in log else None
-        row["scoring_attention"] = getattr(rm.model.config, "_attn_implementation", None)
-        row["reward_scale"] = max(abs(y) for y in want)
-        # prompt-shared scoring (bf16 on GPU) against the padded rewards just computed
-        packed = rm.score_sequence_groups(list(zip(ref["chosen_ids"], ref["rejected_ids"])))
-        n = len(ref["chosen_ids"])
-        row["packed_vs_padded_max_diff"] = max(abs(x - y) for x, y in zip([c for c, _ in packed] + [r for _, r in packed],
-                                                                         got[:n] + got[n:]))
-        row["packed_scoring_kept"] = rm._packing_ok is not False
-        env = json.loads((out / "environment.json").read_text())
-        row["gpu"] = env.get("gpu")
-        metrics = json.loads((out / "metrics.json").read_text())
-        row["train_runtime"] = metrics["train"].get("train_runtime")
-        row["peak_memory_gb"] = metrics.get("peak_memory_gb")
-        plan = subprocess.run([sys.executable, "-m", "reward.cli", "plan", str(ROOT / "recipes" / "quickstart.yaml"),
-                               "--accelerate_config", cfg, "--num_gpus", "1", "--json", *extra,
-                               "--freeze_trainable_layers", "null"], capture_output=True, text=True, cwd=ROOT)
         try:
-            row["plan_total_gb"] = json.loads(plan.stdout)["total_gb"]
-        except (json.JSONDecodeError, KeyError):
-            row["plan_error"] = plan.stderr[-500:]
+            row = _verify(name, cfg, extra, proc, seconds, RewardModel)
+        except Exception as exc:  # a broken run is a row that says so, not the end of the report
+            row = {"config": name, "rc": proc.returncode, "seconds": round(seconds, 1),
+                   "error": f"verification: {type(exc).__name__}: {exc}"}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    Path(a.out).write_text(json.dumps(rows, indent=2))
-    print(f"\n{'config':<18}{'rc':>3}{'s':>7}{'loss':>8}{'NaN':>5}{'max|Δr|':>10}{'peak GB':>9}{'plan GB':>9}")
+    _report(rows, a.out)
+    return 0 if all(r["rc"] == 0 and not r.get("nan") and "error" not in r for r in rows) else 1
+
+
+def _finite_max_diff(a: list, b: list) -> float:
+    """max |a - b|; NaN (or a missing reward written as null) counts as infinitely far."""
+    worst = 0.0
+    for x, y in zip(a, b):
+        if x is None or y is None or not (math.isfinite(x) and math.isfinite(y)):
+            return float("inf")
+        worst = max(worst, abs(x - y))
+    return worst
+
+
+def _verify(name: str, cfg: str, extra: list[str], proc: subprocess.CompletedProcess, seconds: float,
+            RewardModel: Any) -> dict:
+    """Reload one run's saved model and compare it with the rewards the trained model gave."""
+    out = ROOT / "runs" / f"gpu-{name}"
+    row: dict[str, Any] = {"config": name, "rc": proc.returncode, "seconds": round(seconds, 1)}
+    if proc.returncode != 0:
+        row["error"] = proc.stderr[-4000:]
+        return row
+    logs = [json.loads(x) for x in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
+    losses = [float(x["loss"]) for x in logs if "loss" in x]
+    row["final_loss"] = losses[-1] if losses else None
+    row["nan"] = any(not math.isfinite(x) for x in losses)
+    log = (out / "logs" / "train.log").read_text()
+    row["packed_attention"] = log.split("packed forward: ", 1)[1].split()[0] if "packed forward: " in log else None
+    metrics = json.loads((out / "metrics.json").read_text())
+    row["train_runtime"] = metrics["train"].get("train_runtime")
+    row["peak_memory_gb"] = metrics.get("peak_memory_gb")
+    row["gpu"] = json.loads((out / "environment.json").read_text()).get("gpu")
+    plan = subprocess.run([sys.executable, "-m", "reward.cli", "plan", str(ROOT / "recipes" / "quickstart.yaml"),
+                           "--accelerate_config", cfg, "--num_gpus", "1", "--json", *extra,
+                           "--freeze_trainable_layers", "null"], capture_output=True, text=True, cwd=ROOT)
+    try:
+        row["plan_total_gb"] = json.loads(plan.stdout)["total_gb"]
+    except (json.JSONDecodeError, KeyError):
+        row["plan_error"] = plan.stderr[-500:]
+    ref = json.loads((out / "eval_report" / "rewards.json").read_text())
+    rm = RewardModel.from_pretrained(str(out))
+    got = rm.score_token_ids(ref["chosen_ids"] + ref["rejected_ids"])
+    want = ref["chosen"] + ref["rejected"]
+    row["max_abs_reward_diff"] = _finite_max_diff(got, want)
+    row["reward_scale"] = max((abs(y) for y in want if y is not None and math.isfinite(y)), default=float("nan"))
+    row["scoring_attention"] = getattr(rm.model.config, "_attn_implementation", None)
+    # prompt-shared scoring (bf16 on GPU) against the padded rewards just computed
+    packed = rm.score_sequence_groups(list(zip(ref["chosen_ids"], ref["rejected_ids"])))
+    n = len(ref["chosen_ids"])
+    row["packed_vs_padded_max_diff"] = _finite_max_diff([c for c, _ in packed] + [r for _, r in packed], got[:n] + got[n:])
+    row["packed_scoring_kept"] = rm._packing_ok is not False
+    return row
+
+
+def _report(rows: list[dict], out: str) -> None:
+    Path(out).write_text(json.dumps(rows, indent=2))
+    print(f"\n{'config':<18}{'rc':>3}{'s':>7}{'loss':>8}{'NaN':>5}{'max|Δr|':>10}{'peak GB':>9}{'plan GB':>9}  attention")
     for r in rows:
         print(f"{r['config']:<18}{r['rc']:>3}{r['seconds']:>7.0f}{(r.get('final_loss') or float('nan')):>8.3f}"
               f"{str(r.get('nan', '-')):>5}{(r.get('max_abs_reward_diff') or float('nan')):>10.2e}"
-              f"{(r.get('peak_memory_gb') or float('nan')):>9.2f}{(r.get('plan_total_gb') or float('nan')):>9.2f}")
-    return 0 if all(r["rc"] == 0 and not r.get("nan") for r in rows) else 1
+              f"{(r.get('peak_memory_gb') or float('nan')):>9.2f}{(r.get('plan_total_gb') or float('nan')):>9.2f}"
+              f"  {r.get('packed_attention')}{'  ERROR ' + r['error'][-150:] if 'error' in r else ''}")
 
 
 def _random_base(tokenizer_dir: Path) -> Path:

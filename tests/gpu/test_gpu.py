@@ -89,3 +89,33 @@ def test_varlen_model_rewards_match_padded():
         got = got[batch["reward_index"].cuda()].float()
     scale = ref.abs().max().clamp(min=1.0)
     assert ((got - ref).abs().max() / scale).item() < 3e-2, (got - ref).abs().max()
+
+
+def test_varlen_under_autocast_trains():
+    """fp32 master weights + bf16 autocast (how training runs): RoPE leaves q/k in fp32, v in bf16. The
+    varlen path must still take the FlashAttention kernel (not the slow per-segment reference), match
+    the padded rewards and give finite gradients."""
+    from unittest import mock
+
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    import reward.packing as packing
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=1000, hidden_size=192, intermediate_size=384, num_hidden_layers=3, num_attention_heads=3,
+                      num_key_value_heads=1, num_labels=1, pad_token_id=0, max_position_embeddings=1024)
+    model = LlamaForSequenceClassification(cfg).cuda()
+    packing.set_packed_attention(model, "varlen", "cuda", half=True)
+    groups = _random_groups(2, n=5)
+    seqs = [p + s for p, ss in groups for s in ss]
+    batch = packing.pack_groups(groups, 0)
+    batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.no_grad():
+            ref = torch.stack([model(input_ids=torch.tensor([x], device="cuda")).logits[0, 0].float() for x in seqs])
+        cap = packing.ScoreCapture(model.score)
+        with mock.patch.object(packing, "segment_attention", side_effect=AssertionError("reference path on CUDA")):
+            got = packing.packed_token_rewards(model, cap, batch)[batch["reward_index"]].float()
+    got.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert ((got.detach() - ref).abs().max() / ref.abs().max().clamp(min=1.0)).item() < 3e-2
