@@ -43,6 +43,27 @@ SHAPES = {
 }
 
 
+def random_reward_model(shape: str, tok: Any, seed: int = 0) -> Any:
+    """A random-initialised Llama-style one-label classifier of a real model's shape, with ``tok``'s ids.
+
+    The pad token's embedding row is drawn like every other row: ``padding_idx`` would leave it at
+    zero, and here the pad token is EOS (``<|im_end|>``), which ends every chat turn. RMSNorm of a zero
+    vector has a 1/sqrt(eps) ≈ 316 Jacobian, so gradients grew ~200× per layer and a 30-layer model
+    reached NaN in its second step (seen on the H100 and reproduced on CPU in fp32). A pretrained
+    model has a real EOS embedding and never hits this."""
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    dims = {"vocab_size": len(tok), **SHAPES[shape]}  # a shape's own (larger) vocabulary wins
+    cfg = LlamaConfig(num_labels=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id, max_position_embeddings=8192, **dims)
+    torch.manual_seed(seed)
+    model = LlamaForSequenceClassification(cfg)
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        emb[tok.pad_token_id].normal_(0.0, cfg.initializer_range)
+    return model
+
+
 def matmul_peak(device: torch.device) -> float:
     """Measured FLOP/s of one large matmul (the MFU denominator)."""
     n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
@@ -92,7 +113,7 @@ class Counter:
 def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warmup: int, batch: int,
             max_length: int, device: torch.device, attn: str = "dense", max_tokens: int = 0,
             profile_dir: Path | None = None) -> dict:
-    from transformers import LlamaConfig, LlamaForSequenceClassification, TrainerCallback
+    from transformers import TrainerCallback
     from trl import RewardConfig
 
     from reward.data.pipeline import tokenize_pairs
@@ -100,11 +121,8 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     from reward.packing import set_packed_attention
     from reward.trainer import RewardkitTrainer
 
-    cfg = LlamaConfig(vocab_size=len(tok), num_labels=1, pad_token_id=tok.pad_token_id, max_position_embeddings=4096,
-                      **{k: v for k, v in SHAPES[shape].items()})
-    torch.manual_seed(0)
     with torch.device(device):  # initialise on the device: a 1.5B model on the host takes tens of seconds
-        model = LlamaForSequenceClassification(cfg)
+        model = random_reward_model(shape, tok)
     # 6·N·tokens counts matmul parameters: the embedding table is a lookup, not a matmul
     n_params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
     stock = path_name == "trl-stock"

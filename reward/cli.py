@@ -1,7 +1,7 @@
 """``rewardkit train | data inspect | eval | score | demo | export | plan``.
 
-Every command validates its inputs before loading a model, and turns ``RecipeError``/``DataError``
-into one ``error:`` line and exit status 2.
+Every command validates its inputs before loading a model, and turns any ``RewardkitError``
+(``reward.errors``) into one ``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
     from .evaluation import metrics_json, summary_lines, write_report
     from .scoring import RewardModel
 
-    rm = RewardModel.from_pretrained(ns.model, device=ns.device)
+    rm = RewardModel.from_pretrained(ns.model, device=ns.device, trust_remote_code=ns.trust_remote_code)
     result = rm.evaluate_file(ns.data, fmt=ns.format, max_length=ns.max_length, batch_size=ns.batch_size,
                               max_pairs=ns.max_pairs, exclude_seen=not ns.include_seen, split=ns.split,
                               progress=not ns.no_progress, pack_tokens=ns.pack_tokens)
@@ -116,7 +116,7 @@ def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
     if ns.top_k is not None and ns.top_k < 1:
         raise DataError(f"--top_k must be at least 1 (got {ns.top_k}).")
     rows = read_scoring_rows(ns.input)  # a bad line fails before the model loads
-    rm = RewardModel.from_pretrained(ns.model, device=ns.device)
+    rm = RewardModel.from_pretrained(ns.model, device=ns.device, trust_remote_code=ns.trust_remote_code)
     n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress,
                     normalize=ns.normalize, top_k=ns.top_k, rows=rows, pack_tokens=ns.pack_tokens)
     print(f"scored {n} rows → {ns.out}")
@@ -127,7 +127,7 @@ def cmd_demo(ns: argparse.Namespace, rest: list[str]) -> int:
     from .demo import run_demo
 
     run_demo(ns.policy, ns.reward, ns.prompts, n=ns.n, max_new_tokens=ns.max_new_tokens, out_dir=ns.out,
-             gguf_file=ns.policy_gguf_file, seed=ns.seed)
+             gguf_file=ns.policy_gguf_file, seed=ns.seed, trust_remote_code=ns.trust_remote_code)
     return 0
 
 
@@ -136,7 +136,7 @@ def cmd_export(ns: argparse.Namespace, rest: list[str]) -> int:
 
     export_run(ns.run, ns.output_dir, push_to_hub=ns.push_to_hub, private=ns.private, revision=ns.revision,
                dtype=ns.dtype, verify_pairs=ns.verify_pairs, tolerance=ns.tolerance,
-               share_train_prompt_hashes=ns.share_train_prompt_hashes)
+               share_train_prompt_hashes=ns.share_train_prompt_hashes, trust_remote_code=ns.trust_remote_code)
     return 0
 
 
@@ -149,6 +149,8 @@ def cmd_plan(ns: argparse.Namespace, rest: list[str]) -> int:
     return 0 if result.fits else 1
 
 
+TRUST_HELP = ("run Python code shipped with the model (config auto_map); off by default: a model that needs "
+              "it is refused. A run trained with trust_remote_code: true keeps that choice")
 PACK_TOKENS_HELP = ("tokens per packed row: the prompt is computed once for all its responses, without padding "
                     "(default 512 on CPU, 4096 on GPU; 0: padded batches of --batch_size)")
 
@@ -188,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--report", help="write metrics.json, report.md and plots here")
+    e.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     e.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("score", help="add a reward to every row of a jsonl file (or rank its `responses`)")
@@ -202,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write (reward - mean) / std, with the model's held-out reward statistics")
     s.add_argument("--top_k", type=int, default=None,
                    help="best-of-n filtering: keep only the k best of each row's `responses`, best first")
+    s.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     s.set_defaults(fn=cmd_score)
 
     m = sub.add_parser("demo", help="generate n answers per prompt with a policy, score and rank them")
@@ -214,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max_new_tokens", type=int, default=48)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", default="demo_out")
+    m.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     m.set_defaults(fn=cmd_demo)
 
     x = sub.add_parser("export", help="merge, verify, write a model card and optionally push to the Hub")
@@ -228,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--share_train_prompt_hashes", action="store_true",
                    help="also push train_prompt_hashes.json (kept local by default: it reveals whether a "
                         "given prompt was trained on)")
+    x.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     x.set_defaults(fn=cmd_export)
 
     pl = sub.add_parser("plan", help="per-GPU memory estimate and a fits / does-not-fit verdict")
@@ -242,9 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data.report import DataError
-    from .export import ExportError
-    from .scoring import ScoringError
+    from .errors import RewardkitError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -254,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         return ns.fn(ns, rest)
-    except (RecipeError, DataError, ScoringError, ExportError, FileNotFoundError) as exc:
+    except (RewardkitError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

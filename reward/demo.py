@@ -10,18 +10,22 @@ from typing import Any
 from .scoring import RewardModel, iter_prompts
 
 
-def load_policy(name_or_path: str, gguf_file: str | None) -> tuple[Any, Any]:
+def load_policy(name_or_path: str, gguf_file: str | None, trust_remote_code: bool = False) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, GgufConfig
 
-    from .modeling import _drop_gguf_quantizer, load_tokenizer, resolve_model_path
+    from .modeling import _drop_gguf_quantizer, check_remote_code, load_tokenizer, remote_code_refused, resolve_model_path
 
     path, gguf = resolve_model_path(name_or_path, gguf_file)
-    tok = load_tokenizer(name_or_path, gguf)
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    check_remote_code(path, trust_remote_code)
+    tok = load_tokenizer(name_or_path, gguf, trust_remote_code=trust_remote_code)
+    kwargs: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": bool(trust_remote_code)}
     if gguf:
         kwargs.update(gguf_file=gguf, quantization_config=GgufConfig(gguf_file=gguf, dequantize=True))
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except ValueError as exc:
+        raise (remote_code_refused(name_or_path, exc) or exc) from None
     if gguf:
         _drop_gguf_quantizer(model)
     return model.eval(), tok
@@ -44,7 +48,8 @@ def generate(model: Any, tok: Any, prompt: str, n: int, max_new_tokens: int, see
 
 
 def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_tokens: int = 48,
-             out_dir: str = "demo_out", gguf_file: str | None = None, seed: int = 0) -> list[dict[str, Any]]:
+             out_dir: str = "demo_out", gguf_file: str | None = None, seed: int = 0,
+             trust_remote_code: bool = False) -> list[dict[str, Any]]:
     """Best-of-n: ``n`` sampled answers per prompt, ranked by the reward model; writes
     ``demo_results.json`` and ``demo_scores.png`` to ``out_dir`` and returns the results."""
     from .data.report import DataError
@@ -63,8 +68,8 @@ def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_to
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rm = RewardModel.from_pretrained(reward)
-    model, tok = load_policy(policy, gguf_file)
+    rm = RewardModel.from_pretrained(reward, trust_remote_code=trust_remote_code)
+    model, tok = load_policy(policy, gguf_file, trust_remote_code)
     results = []
     for i, prompt in enumerate(prompts):
         answers = generate(model, tok, prompt, n, max_new_tokens, seed + i)

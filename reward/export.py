@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .rundir import TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_mode
+from .errors import RewardkitError
 
 logger = logging.getLogger(__name__)
 EXPORT_INFO = "rewardkit.json"
@@ -32,7 +33,7 @@ PROBES = [  # used for verification when the run's held-out data cannot be rebui
 ]
 
 
-class ExportError(RuntimeError):
+class ExportError(RewardkitError, RuntimeError):
     """The export would not reproduce the run's rewards, or the run cannot be exported."""
 
 
@@ -112,15 +113,18 @@ def _reward_stats(run: Path) -> dict[str, Any]:
 
 def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None = None, private: bool = False,
                revision: str | None = None, dtype: str = "float32", verify_pairs: int = 32,
-               tolerance: float | None = None, share_train_prompt_hashes: bool = False) -> Path:
+               tolerance: float | None = None, share_train_prompt_hashes: bool = False,
+               trust_remote_code: bool = False) -> Path:
     """Merge (LoRA) or copy (full), verify, write model + tokenizer + card, then optionally push."""
     import torch
 
     from .scoring import RewardModel, load_scoring_model
 
     run, out = Path(run), Path(output_dir)
-    if (out / EXPORT_INFO).is_file() and json.loads((out / EXPORT_INFO).read_text()).get("source_run") == str(run.resolve()):
-        logger.info("%s already holds a complete, verified export of %s", out, run)
+    check_output_dir(run, out)
+    done = _read_export_info(out)
+    if done and done.get("source_run") == str(run.resolve()) and (done.get("verification") or {}).get("dtype") == dtype:
+        logger.info("%s already holds a complete, verified %s export of %s", out, dtype, run)
         print(f"export already complete: {out}")
     else:
         if not run.is_dir():
@@ -135,7 +139,8 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
         tol = tolerance if tolerance is not None else default_tolerance(dtype)
         target_dtype = _torch_dtype(dtype)
 
-        reference = RewardModel.from_pretrained(str(source), device="cpu", dtype=torch.float32)
+        reference = RewardModel.from_pretrained(str(source), device="cpu", dtype=torch.float32,
+                                                trust_remote_code=trust_remote_code)
         seqs, what = verification_sequences(run, reference.tokenizer, verify_pairs)
         ref_scores = reference.score_token_ids(seqs)
         model = reference.model
@@ -158,6 +163,30 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
         push_export(out, push_to_hub, private=private, revision=revision,
                     share_train_prompt_hashes=share_train_prompt_hashes)
     return out
+
+
+def _read_export_info(folder: Path) -> dict[str, Any] | None:
+    """An export's ``rewardkit.json`` (its completeness and ownership mark), or None."""
+    try:
+        info = json.loads((folder / EXPORT_INFO).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def check_output_dir(run: Path, out: Path) -> None:
+    """Refuse, before any work, an output directory rewardkit may not replace: only an empty folder or
+    one of rewardkit's own exports (marked by ``rewardkit.json``) is ever replaced, and never the run
+    itself or a folder that holds it. A user's files are never deleted."""
+    target, source = out.resolve(), run.resolve()
+    if target == source or target in source.parents:
+        raise ExportError(f"--output_dir {out} is the run directory or a folder that contains it; "
+                          "choose a new folder (e.g. RUN/export).")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--output_dir {out} is an existing file; choose a folder name.")
+    if out.is_dir() and any(out.iterdir()) and _read_export_info(out) is None:
+        raise ExportError(f"--output_dir {out} already holds files that are not a rewardkit export; nothing was "
+                          "changed. Choose an empty or new folder, or remove it yourself.")
 
 
 def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any, stats: dict[str, Any],
@@ -185,6 +214,7 @@ def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any
         (tmp / "README.md").write_text(model_card(run, export_info, stats["metrics"], tokenizer))
         atomic_write_text(tmp / EXPORT_INFO, json.dumps(export_info, indent=2))  # written last: the completeness mark
         if out.exists():
+            check_output_dir(run, out)  # still ours (or empty) after the minutes verification took
             old = out.with_name(f".{out.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             out.rename(old)

@@ -9,10 +9,12 @@ that list the modules that exist, and a LoRA config whose task type keeps the sc
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from .errors import RewardkitError
 from .recipe import RecipeError
 
 logger = logging.getLogger(__name__)
@@ -44,16 +46,56 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> tuple
     return name_or_path, gguf_file
 
 
+class RemoteCodeError(RewardkitError):
+    """A model that ships its own Python code, loaded without ``trust_remote_code``."""
+
+
+def check_remote_code(name_or_path: str, trust_remote_code: bool) -> None:
+    """Refuse, before transformers reads it, a local model folder whose config or tokenizer config maps
+    to code of its own (``auto_map``), unless the user allowed it. Hub ids are covered by passing
+    ``trust_remote_code=False`` explicitly everywhere (transformers then raises instead of prompting on
+    the terminal, which hangs under a pipe); :func:`remote_code_refused` turns that into this error."""
+    if trust_remote_code:
+        return
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            data = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise RemoteCodeError(_remote_code_message(name_or_path, f"{name} maps {sorted(data['auto_map'])} to code in the folder"))
+
+
+def _remote_code_message(name: str, why: str) -> str:
+    return (f"{name} ships its own Python code ({why}); rewardkit does not run a model's code unless you allow it: "
+            "pass --trust_remote_code (or trust_remote_code: true in the recipe) if you trust its source.")
+
+
+def remote_code_refused(name: str, exc: Exception) -> RemoteCodeError | None:
+    """transformers' refusal to run a Hub model's code (``trust_remote_code=False``) as our error."""
+    text = str(exc)
+    if "trust_remote_code" in text and ("custom code" in text or "execute" in text):
+        return RemoteCodeError(_remote_code_message(name, "its config asks for custom code"))
+    return None
+
+
 def load_tokenizer(name_or_path: str, gguf_file: str | None = None, revision: str | None = None,
                    trust_remote_code: bool = False) -> Any:
     """Tokenizer with a pad token (EOS, else UNK, when the model ships none: GPT-2, Llama)."""
     from transformers import AutoTokenizer
 
     path, gguf = resolve_model_path(name_or_path, gguf_file)
-    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    check_remote_code(path, trust_remote_code)
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": bool(trust_remote_code)}
     if gguf:
         kwargs["gguf_file"] = gguf
-    tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, **kwargs)
+    except ValueError as exc:
+        raise (remote_code_refused(name_or_path, exc) or exc) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token or tok.unk_token
         if tok.pad_token is None:
@@ -164,10 +206,11 @@ def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = N
     from transformers import AutoModelForSequenceClassification
 
     path, gguf = resolve_model_path(model_args.model_name_or_path, gguf_file)
+    check_remote_code(path, trust_remote_code)
     kwargs: dict[str, Any] = dict(
         num_labels=1,
         revision=model_args.model_revision,
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=bool(trust_remote_code),
         dtype=_dtype(model_args.dtype, torch.float32),
     )
     if gguf:
@@ -197,7 +240,10 @@ def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = N
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
     with suppress_seqcls_warning():  # the fresh score head is expected to be missing from an LM checkpoint
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        except ValueError as exc:
+            raise (remote_code_refused(model_args.model_name_or_path, exc) or exc) from None
     if gguf:
         _drop_gguf_quantizer(model)
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -99,15 +99,20 @@ class Plan:
         return "\n".join(lines)
 
 
-def shape_for(name: str, gguf_file: str | None = None) -> Shape:
+def shape_for(name: str, gguf_file: str | None = None, trust_remote_code: bool = False) -> Shape:
     if name in KNOWN_SHAPES:
         return Shape(**KNOWN_SHAPES[name])  # type: ignore[arg-type]
     from transformers import AutoConfig
 
-    from .modeling import resolve_model_path
+    from .modeling import check_remote_code, remote_code_refused, resolve_model_path
 
     path, gguf = resolve_model_path(name, gguf_file)
-    cfg = AutoConfig.from_pretrained(path, **({"gguf_file": gguf} if gguf else {})).get_text_config()
+    check_remote_code(path, trust_remote_code)
+    try:
+        cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code,
+                                         **({"gguf_file": gguf} if gguf else {})).get_text_config()
+    except ValueError as exc:
+        raise (remote_code_refused(name, exc) or exc) from None
     return Shape(hidden=cfg.hidden_size, layers=cfg.num_hidden_layers, heads=cfg.num_attention_heads,
                  kv_heads=getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
                  inter=getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size, vocab=cfg.vocab_size,
@@ -175,7 +180,7 @@ def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_mac
                      gpu_memory_gb: float = 80.0) -> Plan:
     acc = read_accelerate_config(accelerate_config)
     gpus = num_gpus * num_machines
-    shape = shape_for(recipe.model.model_name_or_path, recipe.data.gguf_file)
+    shape = shape_for(recipe.model.model_name_or_path, recipe.data.gguf_file, bool(recipe.training.trust_remote_code))
     args = recipe.training
     common = dict(shape=shape, name=recipe.model.model_name_or_path, gpus=gpus, lora_r=recipe.model.lora_r,
                   micro_batch_pairs=args.per_device_train_batch_size, max_length=args.max_length or 1024,

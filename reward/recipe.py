@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from .errors import RewardkitError
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ TRUNCATION_POLICIES = ("left", "drop")
 PACKED_ATTENTION = ("auto", "varlen", "flex", "dense")
 
 
-class RecipeError(ValueError):
+class RecipeError(RewardkitError, ValueError):
     """A recipe that cannot run. The message names the key and the fix."""
 
 

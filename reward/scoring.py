@@ -17,12 +17,13 @@ from typing import Any, Iterable, Sequence
 
 from .data.formatting import Message, as_messages, encode_pairs
 from .rundir import TRAIN_PROMPTS, held_out_reward_stats, set_default_mode
+from .errors import RewardkitError
 
 logger = logging.getLogger(__name__)
 Prompt = str | Sequence[Message]
 
 
-class ScoringError(ValueError):
+class ScoringError(RewardkitError, ValueError):
     """A model cannot score as asked (no reward statistics to normalise with, …)."""
 
 
@@ -30,44 +31,52 @@ def _read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
+                       trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, run info) for a LoRA run directory, a full run / exported directory, or a Hub id.
 
     A LoRA run is loaded as base + adapter (unmerged), the base read the way training read it
-    (``rewardkit_run.json``: Hub id, local dir or GGUF).
+    (``rewardkit_run.json``: Hub id, local dir or GGUF). A model's own code runs only with
+    ``trust_remote_code`` or when the run's recipe allowed it.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from .modeling import load_tokenizer
+    from .modeling import check_remote_code, load_tokenizer, remote_code_refused
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     path = Path(path_or_id)
     info = _read_json(path / "rewardkit_run.json") or _read_json(path / "rewardkit.json")
+    trust = bool(trust_remote_code or info.get("trust_remote_code"))
     adapter_cfg = path / "adapter_config.json"
     if path.is_dir() and adapter_cfg.is_file():
-        model = load_adapter_model(path, info, dtype)
+        model = load_adapter_model(path, info, dtype, trust)
     elif path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json or adapter_config.json: not a model or run directory "
                                 "(an unfinished run? look for run_complete.json).")
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(str(path_or_id), dtype=dtype)
-    tokenizer = load_tokenizer(str(path_or_id)) if (not path.exists() or (path / "tokenizer_config.json").is_file()) \
-        else load_tokenizer(info["model_name_or_path"], info.get("gguf_file"))
+        check_remote_code(str(path_or_id), trust)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(str(path_or_id), dtype=dtype, trust_remote_code=trust)
+        except ValueError as exc:
+            raise (remote_code_refused(str(path_or_id), exc) or exc) from None
+    tokenizer = load_tokenizer(str(path_or_id), trust_remote_code=trust) \
+        if (not path.exists() or (path / "tokenizer_config.json").is_file()) \
+        else load_tokenizer(info["model_name_or_path"], info.get("gguf_file"), trust_remote_code=trust)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(device=device, dtype=dtype).eval()
     return model, tokenizer, info
 
 
-def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any) -> Any:
+def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any, trust_remote_code: bool = False) -> Any:
     """Base in 16/32 bits (never 4-bit) as a one-label classifier + the run's adapter and head."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification
 
-    from .modeling import _drop_gguf_quantizer, resolve_model_path
+    from .modeling import _drop_gguf_quantizer, check_remote_code, resolve_model_path
 
     adapter = _read_json(run / "adapter_config.json")
     base_id = info.get("model_name_or_path") or adapter.get("base_model_name_or_path")
@@ -77,7 +86,9 @@ def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any) -> Any:
     if not any(w.is_file() for w in weights):
         raise FileNotFoundError(f"{run}: adapter_config.json but no adapter_model.safetensors: the adapter is missing.")
     base_path, gguf = resolve_model_path(base_id, info.get("gguf_file"))
-    kwargs: dict[str, Any] = {"num_labels": 1, "dtype": dtype if dtype != torch.float16 else torch.float32}
+    check_remote_code(base_path, trust_remote_code)
+    kwargs: dict[str, Any] = {"num_labels": 1, "dtype": dtype if dtype != torch.float16 else torch.float32,
+                              "trust_remote_code": trust_remote_code}
     if gguf:
         from transformers import GgufConfig
 
@@ -117,8 +128,8 @@ class RewardModel:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
-                        max_length: int | None = None) -> "RewardModel":
-        model, tok, info = load_scoring_model(path_or_id, device, dtype)
+                        max_length: int | None = None, trust_remote_code: bool = False) -> "RewardModel":
+        model, tok, info = load_scoring_model(path_or_id, device, dtype, trust_remote_code)
         return cls(model, tok, max_length or info.get("max_length"), info.get("truncation", "left"), info,
                    source=str(path_or_id))
 

@@ -13,6 +13,8 @@ What it changes and why:
   length (``reward.packing.TokenBudgetBatchSampler``) instead of a fixed pair count.
 - ZeRO with optimizer offload gets DeepSpeed's CPU Adam (with the Trainer's parameter groups): the
   Trainer hands DeepSpeed a torch AdamW, which DeepSpeed refuses under offload.
+- A NaN or infinite training loss stops the run (``TrainingDiverged``) at the next log step instead
+  of training on and stamping a NaN model complete.
 - A guard: the datasets it receives already fit ``max_length`` (``reward.data``); if TRL's own
   length filter still removed a row, training stops instead of losing it silently.
 """
@@ -20,12 +22,14 @@ What it changes and why:
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from trl import RewardTrainer
 
+from .errors import TrainingDiverged
 from .modeling import head_name
 from .packing import PackedPreferenceCollator, ScoreCapture, TokenBudgetBatchSampler, packed_pair_lengths, packed_rewards
 
@@ -159,6 +163,13 @@ class RewardkitTrainer(RewardTrainer):
             if mode == "train":
                 logs["tokens"] = values["tokens"]
         super().log(logs, start_time)
+        loss = logs.get("loss")
+        if mode == "train" and loss is not None and not math.isfinite(loss):
+            # checked where the loss is already on the host (a log step), so it costs no extra sync
+            raise TrainingDiverged(
+                f"training diverged: the loss is {loss} at step {self.state.global_step}. The run is stopped and not "
+                "marked complete. Lower learning_rate, keep max_grad_norm on, or use bf16 instead of fp16; "
+                "logs/train_log.jsonl has the steps before it.")
 
 
 def _offloads_optimizer(args: Any) -> bool:

@@ -131,3 +131,49 @@ def test_push_to_hub_in_the_recipe_exports_verifies_and_pushes_at_the_end(tiny_r
     for f in run.rglob("*"):
         if f.is_file() and f.stat().st_size < 5_000_000:
             assert secret.encode() not in f.read_bytes(), f
+
+
+def _tree(path):
+    return sorted((str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["user_folder", "run_parent", "run_itself", "a_file"])
+def test_export_never_replaces_what_it_does_not_own(lora_run, tmp_path, where):
+    """Only an empty folder or a rewardkit export is replaced; anything else is refused before any
+    work, one error line and exit 2, every file left as it was."""
+    import subprocess
+    import sys
+
+    if where == "user_folder":
+        out = tmp_path / "notes"
+        out.mkdir()
+        (out / "notes.txt").write_text("my notes")
+    elif where == "run_parent":
+        out = lora_run.parent
+    elif where == "run_itself":
+        out = lora_run
+    else:
+        out = tmp_path / "file.txt"
+        out.write_text("keep me")
+    watched = out if out.is_dir() else out.parent
+    before = _tree(watched)
+    proc = subprocess.run([sys.executable, "-m", "reward.cli", "export", str(lora_run), "--output_dir", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert proc.stderr.strip().startswith("error: --output_dir") and "Traceback" not in proc.stderr
+    assert _tree(watched) == before  # nothing deleted, moved or half-written
+    with pytest.raises(ExportError):
+        export_run(lora_run, out)
+
+
+def test_reexport_with_another_dtype_replaces_its_own_export(lora_run, tmp_path):
+    out = tmp_path / "export"
+    export_run(lora_run, out)
+    export_run(lora_run, out, dtype="bf16")  # was: "export already complete", float32 files kept
+    info = json.loads((out / "rewardkit.json").read_text())
+    assert info["verification"]["dtype"] == "bf16"
+    from safetensors import safe_open
+
+    with safe_open(str(next(out.glob("*.safetensors"))), "pt") as f:
+        assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16
+    assert not list(tmp_path.glob(".export*"))  # no partial or old folder left beside it

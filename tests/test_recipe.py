@@ -175,3 +175,14 @@ def test_type_errors_name_each_keys_own_type():
     for key, name in (("eval_strategy", "IntervalStrategy"), ("save_strategy", "SaveStrategy")):
         with pytest.raises(RecipeError, match=f"'{key}': expected {name} or str, got a list"):
             load_recipe(None, {**base, key: [1]})
+
+
+def test_packed_attention_and_token_budget_keys():
+    r = load_recipe(None, {**BASE, "packed_attention": "varlen", "max_tokens_per_batch": "8192"})
+    assert r.data.packed_attention == "varlen" and r.data.max_tokens_per_batch == 8192
+    with pytest.raises(RecipeError, match=r"'packed_attention': 'varlne'.*Did you mean 'varlen'"):
+        load_recipe(None, {**BASE, "packed_attention": "varlne"})
+    with pytest.raises(RecipeError, match=r"'max_tokens_per_batch': 0 must be a positive"):
+        load_recipe(None, {**BASE, "max_tokens_per_batch": 0})
+    with pytest.raises(RecipeError, match=r"'max_tokens_per_batch' needs 'packing: true'"):
+        load_recipe(None, {**BASE, "max_tokens_per_batch": 4096, "packing": False})

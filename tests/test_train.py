@@ -114,3 +114,39 @@ def test_same_seed_same_model_from_an_lm_checkpoint(tiny_recipe, tiny_policy_dir
     first, again, other = head(7, "a"), head(7, "b"), head(8, "c")
     assert torch.equal(first, again)
     assert not torch.allclose(first, other)
+
+
+def test_diverged_run_stops_with_an_error_and_is_not_complete(tiny_recipe, tmp_path):
+    """A loss that turns NaN stops the run at the next log step: one error line, exit 2, no completion stamp."""
+    recipe = tiny_recipe(learning_rate=1e30, max_grad_norm=0, max_steps=6, logging_steps=1)
+    proc = subprocess.run([sys.executable, "-m", "reward.cli", "train", str(recipe)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if "error: " in line]  # tqdm may share the line
+    assert len(errors) == 1 and "error: training diverged: the loss is nan" in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    run = tmp_path / "run"
+    assert not (run / "run_complete.json").exists()
+    losses = [json.loads(x).get("loss") for x in (run / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert losses and not all(x == x for x in losses if x is not None)  # the NaN that stopped it is in the log
+
+
+def test_token_budget_epoch_sees_every_pair_once(tiny_recipe, tmp_path):
+    """max_tokens_per_batch: one epoch of token-budget micro-batches computes exactly the train set's
+    packed tokens (every pair once, none dropped), in fewer steps than pairs."""
+    from reward.data import prepare_data
+    from reward.modeling import load_tokenizer
+    from reward.packing import packed_pair_lengths
+
+    recipe = load_recipe(tiny_recipe(max_tokens_per_batch=700, max_steps=-1, num_train_epochs=1, logging_steps=1,
+                                     eval_split_size=0.0))
+    run = run_training(recipe)
+    logs = [json.loads(x) for x in (run / "logs" / "train_log.jsonl").read_text().splitlines()]
+    steps = [x for x in logs if "loss" in x]
+    tok = load_tokenizer(recipe.model.model_name_or_path)
+    d = recipe.data
+    data = prepare_data(recipe.sources, tok, recipe.training.max_length, d.truncation, recipe.training.seed,
+                        d.eval_split_size, None, None, d.cache_dir)
+    lengths = packed_pair_lengths(data.train)
+    assert sum(x["tokens"] for x in steps) == sum(lengths)
+    assert 1 < len(steps) < len(lengths) / 2

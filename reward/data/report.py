@@ -6,9 +6,10 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Sequence
+from ..errors import RewardkitError
 
 
-class DataError(ValueError):
+class DataError(RewardkitError, ValueError):
     """Input that cannot be read as intended (a non-string text field, a missing column…)."""
 
 

@@ -153,21 +153,17 @@ def _report(rows: list[dict], out: str) -> None:
 
 
 def _random_base(tokenizer_dir: Path) -> Path:
-    """A SmolLM2-135M-shaped Llama with random weights and the real tokenizer, saved once."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+    """A SmolLM2-135M-shaped model with random weights and the real tokenizer, saved once."""
+    from transformers import AutoTokenizer
 
     sys.path.insert(0, str(ROOT))
-    from bench.throughput import SHAPES
+    from bench.throughput import random_reward_model
 
     out = Path("/tmp/rewardkit-random-smollm2")
     if (out / "config.json").is_file():
         return out
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), num_labels=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, max_position_embeddings=8192, **SHAPES["smollm2-135m"])
-    LlamaForSequenceClassification(cfg).save_pretrained(out)
+    random_reward_model("smollm2-135m", tok).save_pretrained(out)
     tok.save_pretrained(out)
     return out
 
