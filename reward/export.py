@@ -114,7 +114,7 @@ def _reward_stats(run: Path) -> dict[str, Any]:
 def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None = None, private: bool = False,
                revision: str | None = None, dtype: str = "float32", verify_pairs: int = 32,
                tolerance: float | None = None, share_train_prompt_hashes: bool = False,
-               trust_remote_code: bool = False) -> Path:
+               trust_remote_code: bool = False, token: str | None = None) -> Path:
     """Merge (LoRA) or copy (full), verify, write model + tokenizer + card, then optionally push."""
     import torch
 
@@ -161,7 +161,7 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
         print(f"exported {run} → {out} (verified: max |Δreward| {worst:.2e} on {len(seqs)} {what})")
     if push_to_hub:
         push_export(out, push_to_hub, private=private, revision=revision,
-                    share_train_prompt_hashes=share_train_prompt_hashes)
+                    share_train_prompt_hashes=share_train_prompt_hashes, token=token)
     return out
 
 
@@ -330,9 +330,9 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
 
 
 def push_export(folder: Path, repo_id: str, private: bool = False, revision: str | None = None,
-                share_train_prompt_hashes: bool = False) -> str:
-    """``create_repo`` + ``upload_folder``. The token comes from ``HF_TOKEN`` or the login cache and
-    is never printed. Re-running after a failure re-uploads only what the Hub does not have.
+                share_train_prompt_hashes: bool = False, token: str | None = None) -> str:
+    """``create_repo`` + ``upload_folder``. The token is ``token`` (a recipe's ``hub_token``, held in
+    memory only), else ``HF_TOKEN`` or the login cache; it is never printed or written. Re-running after a failure re-uploads only what the Hub does not have.
 
     The training-prompt hashes stay local unless ``share_train_prompt_hashes``: anyone holding a
     prompt could test whether it was trained on, which private training data must not allow."""
@@ -340,7 +340,7 @@ def push_export(folder: Path, repo_id: str, private: bool = False, revision: str
 
     if not (Path(folder) / EXPORT_INFO).is_file():
         raise ExportError(f"{folder} is not a complete rewardkit export; run `rewardkit export` first")
-    api = HfApi()
+    api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:

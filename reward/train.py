@@ -123,6 +123,9 @@ def run_training(recipe: Recipe) -> Path:
 
     push, hub_id = args.push_to_hub, args.hub_model_id
     args.push_to_hub = False  # rewardkit pushes a verified export at the end, not raw checkpoints
+    # The Trainer pickles its arguments into every save (training_args.bin): a token must not ride along.
+    # It stays in memory for the push only.
+    hub_token, args.hub_token = args.hub_token, None
     if args.eval_strategy != "no" and data.eval is None:
         logger.warning("eval_strategy %s but no eval pairs: evaluation during training is off", args.eval_strategy)
         args.eval_strategy = "no"
@@ -186,7 +189,7 @@ def run_training(recipe: Recipe) -> Path:
     if push and state.is_main_process:
         from .export import export_run
 
-        export_run(run_dir, run_dir / "export", push_to_hub=hub_id, private=args.hub_private_repo)
+        export_run(run_dir, run_dir / "export", push_to_hub=hub_id, private=args.hub_private_repo, token=hub_token)
     del trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

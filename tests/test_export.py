@@ -177,3 +177,26 @@ def test_reexport_with_another_dtype_replaces_its_own_export(lora_run, tmp_path)
     with safe_open(str(next(out.glob("*.safetensors"))), "pt") as f:
         assert f.get_tensor(next(iter(f.keys()))).dtype == torch.bfloat16
     assert not list(tmp_path.glob(".export*"))  # no partial or old folder left beside it
+
+
+def test_hub_token_in_the_recipe_reaches_the_hub_and_no_file(tiny_recipe, tmp_path, monkeypatch, capfd):
+    """A recipe's `hub_token` used to be pickled into training_args.bin (checkpoints and the run);
+    now it authenticates the push and appears in no file, log or card."""
+    secret = "hf_INRECIPEsecret1122334455"
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        import huggingface_hub.constants as c
+
+        monkeypatch.setattr(c, "ENDPOINT", hub.url)
+        monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
+        run = run_training(load_recipe(tiny_recipe(eval_split_size=0.2, push_to_hub=True, hub_model_id="org/rm3",
+                                                   hub_token=secret, save_strategy="steps", save_steps=2)))
+        assert "rewardkit.json" in hub.repos["org/rm3"]
+        assert any(secret in h for h in hub.auth_headers)
+    assert list(run.glob("checkpoint-*/training_args.bin"))  # the pickles that used to carry it exist
+    captured = capfd.readouterr()
+    assert secret not in captured.out + captured.err
+    for f in run.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
