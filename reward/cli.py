@@ -149,6 +149,24 @@ def cmd_plan(ns: argparse.Namespace, rest: list[str]) -> int:
     return 0 if result.fits else 1
 
 
+def _number(kind: type, minimum: float, inclusive: bool = True):
+    """An argparse type: ``kind`` not below ``minimum`` (argparse then prints one error line, exit 2)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {kind.__name__}") from None
+        if value != value or value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'more than'} {minimum}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT, NON_NEGATIVE_INT, POSITIVE_FLOAT = _number(int, 1), _number(int, 0), _number(float, 0, inclusive=False)
+
+
 TRUST_HELP = ("run Python code shipped with the model (config auto_map); off by default: a model that needs "
               "it is refused. A run trained with trust_remote_code: true keeps that choice")
 PACK_TOKENS_HELP = ("tokens per packed row: the prompt is computed once for all its responses, without padding "
@@ -162,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train from a recipe (extra --key value pairs override it)")
     t.add_argument("recipe")
     t.add_argument("--accelerate_config", help="relaunch through `accelerate launch` with this config (name or path)")
-    t.add_argument("--num_processes", type=int, help="with --accelerate_config: override its process count")
+    t.add_argument("--num_processes", type=POSITIVE_INT, help="with --accelerate_config: override its process count")
     t.set_defaults(fn=cmd_train, allow_rest=True)
 
     d = sub.add_parser("data", help="data tools")
@@ -171,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("recipe")
     di.add_argument("--data", help="a file that replaces the recipe's datasets")
     di.add_argument("--format", help="format of --data (or of the recipe's sources)")
-    di.add_argument("--max_length", type=int)
+    di.add_argument("--max_length", type=POSITIVE_INT)
     di.add_argument("--json", action="store_true")
     di.set_defaults(fn=cmd_data_inspect, allow_rest=True)
 
@@ -183,10 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--include_seen", action="store_true",
                    help="keep pairs whose prompt the model trained on (left out by default)")
     e.add_argument("--no_progress", action="store_true")
-    e.add_argument("--max_length", type=int, default=None, help="default: the run's max_length")
-    e.add_argument("--max_pairs", type=int, default=None)
-    e.add_argument("--batch_size", type=int, default=16, help="sequences per padded batch (with --pack_tokens 0)")
-    e.add_argument("--pack_tokens", type=int, default=None, help=PACK_TOKENS_HELP)
+    e.add_argument("--max_length", type=POSITIVE_INT, default=None, help="default: the run's max_length")
+    e.add_argument("--max_pairs", type=POSITIVE_INT, default=None)
+    e.add_argument("--batch_size", type=POSITIVE_INT, default=16, help="sequences per padded batch (with --pack_tokens 0)")
+    e.add_argument("--pack_tokens", type=NON_NEGATIVE_INT, default=None, help=PACK_TOKENS_HELP)
     e.add_argument("--device", default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--report", help="write metrics.json, report.md and plots here")
@@ -197,13 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("input")
     s.add_argument("--out", required=True)
-    s.add_argument("--batch_size", type=int, default=16, help="sequences per padded batch (with --pack_tokens 0)")
-    s.add_argument("--pack_tokens", type=int, default=None, help=PACK_TOKENS_HELP)
+    s.add_argument("--batch_size", type=POSITIVE_INT, default=16, help="sequences per padded batch (with --pack_tokens 0)")
+    s.add_argument("--pack_tokens", type=NON_NEGATIVE_INT, default=None, help=PACK_TOKENS_HELP)
     s.add_argument("--device", default=None)
     s.add_argument("--no_progress", action="store_true")
     s.add_argument("--normalize", action="store_true",
                    help="write (reward - mean) / std, with the model's held-out reward statistics")
-    s.add_argument("--top_k", type=int, default=None,
+    s.add_argument("--top_k", type=POSITIVE_INT, default=None,
                    help="best-of-n filtering: keep only the k best of each row's `responses`, best first")
     s.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     s.set_defaults(fn=cmd_score)
@@ -214,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GGUF file inside --policy (found on its own when the folder holds just one)")
     m.add_argument("--reward", required=True, help="reward run directory or model")
     m.add_argument("--prompts", required=True, help="text file (one prompt a line) or jsonl with `prompt`")
-    m.add_argument("-n", type=int, default=4)
-    m.add_argument("--max_new_tokens", type=int, default=48)
+    m.add_argument("-n", type=POSITIVE_INT, default=4)
+    m.add_argument("--max_new_tokens", type=POSITIVE_INT, default=48)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", default="demo_out")
     m.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
@@ -228,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--private", action="store_true")
     x.add_argument("--revision")
     x.add_argument("--dtype", default="float32", choices=["float32", "bf16", "bfloat16", "fp16", "float16"])
-    x.add_argument("--verify_pairs", type=int, default=32)
-    x.add_argument("--tolerance", type=float, default=None, help="max |Δreward| (default: by dtype)")
+    x.add_argument("--verify_pairs", type=POSITIVE_INT, default=32)
+    x.add_argument("--tolerance", type=POSITIVE_FLOAT, default=None, help="max |Δreward| (default: by dtype)")
     x.add_argument("--share_train_prompt_hashes", action="store_true",
                    help="also push train_prompt_hashes.json (kept local by default: it reveals whether a "
                         "given prompt was trained on)")
@@ -239,9 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="per-GPU memory estimate and a fits / does-not-fit verdict")
     pl.add_argument("recipe")
     pl.add_argument("--accelerate_config", default="single_gpu_bf16")
-    pl.add_argument("--num_gpus", type=int, default=1)
-    pl.add_argument("--num_machines", type=int, default=1)
-    pl.add_argument("--gpu_memory_gb", type=float, default=80.0)
+    pl.add_argument("--num_gpus", type=POSITIVE_INT, default=1)
+    pl.add_argument("--num_machines", type=POSITIVE_INT, default=1)
+    pl.add_argument("--gpu_memory_gb", type=POSITIVE_FLOAT, default=80.0)
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(fn=cmd_plan, allow_rest=True)
     return p

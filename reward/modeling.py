@@ -128,7 +128,7 @@ def check_lora_targets(model: Any, targets: list[str] | str | None) -> None:
         )
 
 
-def build_peft_config(model_args: Any, raw_recipe: dict[str, Any] | None = None) -> Any:
+def build_peft_config(model_args: Any) -> Any:
     """LoRA for a reward model: task type SEQ_CLS so peft trains and saves the score head.
 
     TRL's ``get_peft_config`` defaults ``lora_task_type`` to CAUSAL_LM, which leaves the freshly
@@ -136,9 +136,6 @@ def build_peft_config(model_args: Any, raw_recipe: dict[str, Any] | None = None)
     """
     from peft import LoraConfig
 
-    asked = (raw_recipe or {}).get("lora_task_type")
-    if asked not in (None, "SEQ_CLS"):
-        raise RecipeError(f"lora_task_type: '{asked}' would leave the reward head untrained; use SEQ_CLS or remove it.")
     targets = model_args.lora_target_modules or "all-linear"
     modules_to_save = list(dict.fromkeys(list(model_args.lora_modules_to_save or []) + ["score"]))
     return LoraConfig(
@@ -151,6 +148,29 @@ def build_peft_config(model_args: Any, raw_recipe: dict[str, Any] | None = None)
         use_rslora=model_args.use_rslora,
         use_dora=model_args.use_dora,
     )
+
+
+def preflight_lora_targets(model_args: Any, gguf_file: str | None = None, trust_remote_code: bool = False) -> None:
+    """Check ``lora_target_modules`` against the model's structure built on the meta device (config
+    only, no weights, no data): a typo fails in a second, before anything is loaded or written."""
+    if not model_args.use_peft or model_args.lora_target_modules in (None, "all-linear", ["all-linear"]):
+        return
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    path, gguf = resolve_model_path(model_args.model_name_or_path, gguf_file)
+    check_remote_code(path, trust_remote_code)
+    kwargs: dict[str, Any] = {"revision": model_args.model_revision, "trust_remote_code": bool(trust_remote_code)}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    try:
+        config = AutoConfig.from_pretrained(path, num_labels=1, **kwargs)
+        with torch.device("meta"):
+            skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=bool(trust_remote_code))
+    except Exception as exc:  # noqa: BLE001 - an unreadable config is reported by the real load, with its own message
+        logger.debug("LoRA preflight skipped: %s", exc)
+        return
+    check_lora_targets(skeleton, model_args.lora_target_modules)
 
 
 def freeze_lower_layers(model: Any, trainable_layers: int) -> int:

@@ -287,9 +287,8 @@ def _coerce(key: str, value: Any, tp: Any, label: str | None = None) -> Any:
     if isinstance(value, list):
         if _accepts(tp, list):
             return value
-        if _accepts(tp, str) and all(isinstance(v, str) for v in value):
-            return ",".join(value)
-        raise RecipeError(f"recipe key '{key}': expected {label}, got a list.")
+        # never joined into one string: `output_dir: [a, b]` must not train into "a,b"
+        raise RecipeError(f"recipe key '{key}': expected {label}, got a list ({value!r}); give one value.")
     if isinstance(value, dict):
         if _accepts(tp, dict) or _accepts(tp, str):
             return value
@@ -327,9 +326,11 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
 def _read_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
-        raise RecipeError(f"recipe file not found: {p}")
+        raise RecipeError(f"recipe file not found: {p}" + (" (it is a directory)" if p.is_dir() else ""))
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"recipe {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8.") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {p} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -370,6 +371,33 @@ def parse_source(index: int, spec: Any) -> DataSource:
     if source.weight <= 0:
         raise RecipeError(f"{where}.weight: must be > 0 (got {source.weight}); remove the source to leave it out.")
     return source
+
+
+def _check_training_values(train_kw: dict[str, Any], model_kw: dict[str, Any]) -> None:
+    """Values that would fail inside torch after the model loaded, or silently train nothing."""
+    import math
+
+    lr = train_kw.get("learning_rate")
+    if lr is not None and not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise RecipeError(f"recipe key 'learning_rate': {lr} would train nothing or diverge; give a positive number "
+                          "such as 1e-5.")
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        value = train_kw.get(key)
+        if value is not None and value < 1:
+            raise RecipeError(f"recipe key '{key}': {value} must be at least 1.")
+    epochs, steps = train_kw.get("num_train_epochs"), train_kw.get("max_steps")
+    if epochs is not None and not math.isfinite(epochs):
+        raise RecipeError(f"recipe key 'num_train_epochs': {epochs} is not a number of epochs.")
+    if (steps is None or steps <= 0) and epochs is not None and epochs <= 0:
+        raise RecipeError(f"recipe keys 'max_steps' ({steps}) and 'num_train_epochs' ({epochs}) leave nothing to train; "
+                          "set max_steps > 0 or num_train_epochs > 0.")
+    out = train_kw.get("output_dir")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise RecipeError(f"recipe key 'output_dir': {out} is an existing file; give a directory.")
+    task = model_kw.get("lora_task_type")
+    if task not in (None, "SEQ_CLS"):
+        raise RecipeError(f"recipe key 'lora_task_type': '{task}' would leave the reward head untrained; use SEQ_CLS "
+                          "or remove the key.")
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
@@ -416,6 +444,8 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
     split = data_kw.get("eval_split_size", 0.2)
     if not 0 <= split < 1:
         raise RecipeError(f"recipe key 'eval_split_size': {split} must be in [0, 1).")
+
+    _check_training_values(train_kw, model_kw)
 
     # Impossible combinations fail here, before torch is imported or a model loads.
     if train_kw.get("fp16") and train_kw.get("bf16"):

@@ -83,10 +83,12 @@ def run_training(recipe: Recipe) -> Path:
 
     from .data import prepare_data
     from .evaluation import compute_metrics, summary_lines, write_report
-    from .modeling import build_peft_config, freeze_lower_layers, load_reward_model, load_tokenizer
+    from .modeling import (build_peft_config, freeze_lower_layers, load_reward_model, load_tokenizer,
+                           preflight_lora_targets)
     from .trainer import RewardkitTrainer
 
     args, margs, dargs = recipe.training, recipe.model, recipe.data
+    preflight_lora_targets(margs, dargs.gguf_file, args.trust_remote_code)  # before anything is loaded or written
     state = PartialState()
     run_dir = Path(args.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +118,7 @@ def run_training(recipe: Recipe) -> Path:
         impl = set_packed_attention(model, dargs.packed_attention, state.device, half=bool(args.bf16 or args.fp16
                                                                                           or margs.load_in_4bit))
         logger.info("packed forward: %s attention", impl)
-    peft_config = build_peft_config(margs, recipe.raw) if margs.use_peft else None
+    peft_config = build_peft_config(margs) if margs.use_peft else None
     if dargs.freeze_trainable_layers is not None:
         n = freeze_lower_layers(model, dargs.freeze_trainable_layers)
         logger.info("freeze_trainable_layers=%d: %.1fM trainable parameters", dargs.freeze_trainable_layers, n / 1e6)

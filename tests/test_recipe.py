@@ -86,11 +86,8 @@ def test_missing_model_and_missing_file(tmp_path):
 
 
 def test_lora_task_type_other_than_seq_cls_is_refused():
-    from reward.modeling import build_peft_config
-
-    r = load_recipe(None, {**BASE, "use_peft": True, "lora_task_type": "CAUSAL_LM"})
     with pytest.raises(RecipeError, match="reward head untrained"):
-        build_peft_config(r.model, r.raw)
+        load_recipe(None, {**BASE, "use_peft": True, "lora_task_type": "CAUSAL_LM"})
 
 
 def test_parse_overrides_bare_flag():
