@@ -9,38 +9,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
-from pathlib import Path
+import threading
 
-from .recipe import RecipeError, load_recipe
+from .recipe import load_recipe
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def resolve_accelerate_config(name: str) -> Path:
-    """A path, or a name from ``accelerate_configs/`` (with or without ``.yaml``)."""
-    p = Path(name)
-    if p.is_file():
-        return p
-    for base in (Path.cwd() / "accelerate_configs", REPO_ROOT / "accelerate_configs"):
-        for cand in (base / name, base / f"{name}.yaml"):
-            if cand.is_file():
-                return cand
-    known = sorted(x.stem for x in (REPO_ROOT / "accelerate_configs").glob("*.yaml"))
-    raise RecipeError(f"--accelerate_config '{name}': not a file and not one of {known}.")
 
 
 def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
+    from .launching import ensure_zero3_saves_weights, launch_env, read_accelerate_config
+
+    ensure_zero3_saves_weights()  # inside an `accelerate launch`: before the recipe builds TrainingArguments
     recipe = load_recipe(ns.recipe, rest)  # fail fast, before any relaunch or model load
     if ns.accelerate_config:
-        cfg = resolve_accelerate_config(ns.accelerate_config)
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg)]
+        config = read_accelerate_config(ns.accelerate_config)
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config["path"]]
         if ns.num_processes:
             cmd += ["--num_processes", str(ns.num_processes)]
+        if os.environ.get("MASTER_PORT"):  # several jobs on one node: each its own rendezvous port
+            cmd += ["--main_process_port", os.environ["MASTER_PORT"]]
+        if config["deepspeed"] and config["zero_stage"] == 3 and not config["zero3_save_16bit_model"]:
+            cmd += ["--zero3_save_16bit_model", "true"]
+            print("warning: ZeRO-3 without zero3_save_16bit_model would save empty weights; turned it on "
+                  "(add `zero3_save_16bit_model: true` under deepspeed_config).", file=sys.stderr)
         cmd += ["-m", "reward.cli", "train", ns.recipe, *rest]
+        import torch
+
         print("launching:", " ".join(cmd), flush=True)
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, env=launch_env(config, torch.cuda.is_available()))
     from .train import run_training
 
     run_dir = run_training(recipe)
@@ -56,7 +54,7 @@ def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
 def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
     from .data import prepare_data
     from .modeling import load_tokenizer
-    from .recipe import DataSource, parse_source
+    from .recipe import parse_source
 
     overrides = list(rest)
     if ns.max_length is not None:
@@ -65,8 +63,9 @@ def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
     sources = recipe.sources
     if ns.data:
         sources = [parse_source(0, {"path": ns.data, "format": ns.format or "pairs"})]
-    elif ns.format:
-        sources = [DataSource(**{**s.__dict__, "format": ns.format}) for s in sources]
+    elif ns.format:  # validated like a recipe's own format key
+        sources = [parse_source(i, {**{k: v for k, v in s.__dict__.items() if v is not None}, "format": ns.format})
+                   for i, s in enumerate(sources)]
     tok = load_tokenizer(recipe.model.model_name_or_path, recipe.data.gguf_file, recipe.model.model_revision,
                          recipe.training.trust_remote_code)
     d = recipe.data
@@ -111,10 +110,11 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
     from .data.report import DataError
-    from .scoring import RewardModel, read_scoring_rows, score_jsonl
+    from .scoring import RewardModel, check_output_file, read_scoring_rows, score_jsonl
 
     if ns.top_k is not None and ns.top_k < 1:
         raise DataError(f"--top_k must be at least 1 (got {ns.top_k}).")
+    check_output_file(ns.out)
     rows = read_scoring_rows(ns.input)  # a bad line fails before the model loads
     rm = RewardModel.from_pretrained(ns.model, device=ns.device, trust_remote_code=ns.trust_remote_code)
     n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress,
@@ -265,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import RewardkitError
 
@@ -274,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     if rest and not getattr(ns, "allow_rest", False):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C, so temporary files are removed
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return ns.fn(ns, rest)
     except (RewardkitError, FileNotFoundError) as exc:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .rundir import TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_mode
+from .rundir import TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_modes
 from .errors import RewardkitError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def consolidate_deepspeed(run: Path) -> Path | None:
     ``model.safetensors`` next to the latest checkpoint's config with DeepSpeed's zero_to_fp32."""
     from .rundir import latest_checkpoint
 
-    ckpt = latest_checkpoint(run)
+    ckpt = run if list(run.glob("global_step*")) else latest_checkpoint(run)  # a checkpoint folder, or a run
     if ckpt is None or not list(ckpt.glob("global_step*")):
         return None
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -71,8 +71,10 @@ def consolidate_deepspeed(run: Path) -> Path | None:
     for f in run.glob("tokenizer*"):
         shutil.copy(f, out / f.name)
     for f in ("rewardkit_run.json", "chat_template.jinja", "special_tokens_map.json"):
-        if (run / f).exists():
-            shutil.copy(run / f, out / f)
+        for where in (run, run.parent):  # a checkpoint folder's run info is in the run above it
+            if (where / f).exists():
+                shutil.copy(where / f, out / f)
+                break
     return out
 
 
@@ -118,7 +120,7 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
     """Merge (LoRA) or copy (full), verify, write model + tokenizer + card, then optionally push."""
     import torch
 
-    from .scoring import RewardModel, load_scoring_model
+    from .scoring import RewardModel
 
     run, out = Path(run), Path(output_dir)
     check_output_dir(run, out)
@@ -194,7 +196,6 @@ def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
-        set_default_mode(tmp)
         model.config.pad_token_id = tokenizer.pad_token_id
         model.config.num_labels = 1
         model.save_pretrained(str(tmp), max_shard_size="2GB")
@@ -212,6 +213,7 @@ def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any
             "verification": verification,
         }
         (tmp / "README.md").write_text(model_card(run, export_info, stats["metrics"], tokenizer))
+        set_default_modes(tmp)
         atomic_write_text(tmp / EXPORT_INFO, json.dumps(export_info, indent=2))  # written last: the completeness mark
         if out.exists():
             check_output_dir(run, out)  # still ours (or empty) after the minutes verification took
@@ -254,7 +256,7 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
         *([f"base_model: {base}"] if hub_base else []),
         "---",
         "",
-        f"# Reward model trained with rewardkit",
+        "# Reward model trained with rewardkit",
         "",
         "A Bradley-Terry reward model: it reads a prompt and a response and returns one number, higher is better.",
         "",

@@ -228,11 +228,12 @@ def varlen_available(device: torch.device | str) -> bool:
     """Whether FlashAttention varlen (``torch.nn.attention.varlen``) can run on ``device``."""
     if torch.device(device).type != "cuda":
         return False
+    import importlib.util
+
     try:
-        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+        return importlib.util.find_spec("torch.nn.attention.varlen") is not None
     except ImportError:
         return False
-    return True
 
 
 def set_packed_attention(model: Any, mode: str, device: torch.device | str, half: bool = True) -> str:

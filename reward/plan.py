@@ -9,10 +9,8 @@ worst-case micro-batch (``per_device_train_batch_size`` pairs of ``max_length`` 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
 
 GiB = 1024**3
 # Public configs of the bases our recipes use, so `plan` works offline.
@@ -79,6 +77,7 @@ class Plan:
     total_gb: float = 0.0
     fits: bool = False
     lever: str = ""
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +95,8 @@ class Plan:
         lines.append(("FITS" if self.fits else "DOES NOT FIT") + f" (usable {0.92 * self.gpu_memory_gb:.1f} GB)")
         if self.lever:
             lines.append(f"biggest lever: {self.lever}")
+        if self.note:
+            lines.append(f"note: {self.note}")
         return "\n".join(lines)
 
 
@@ -117,20 +118,6 @@ def shape_for(name: str, gguf_file: str | None = None, trust_remote_code: bool =
                  kv_heads=getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
                  inter=getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size, vocab=cfg.vocab_size,
                  tied=bool(getattr(cfg, "tie_word_embeddings", True)))
-
-
-def read_accelerate_config(name: str) -> dict[str, Any]:
-    from .cli import resolve_accelerate_config
-
-    cfg = yaml.safe_load(resolve_accelerate_config(name).read_text()) or {}
-    ds = cfg.get("deepspeed_config") or {}
-    return {
-        "zero_stage": int(ds.get("zero_stage", 0)) if cfg.get("distributed_type") == "DEEPSPEED" else 0,
-        "offload_optimizer": ds.get("offload_optimizer_device", "none") not in ("none", None),
-        "offload_params": ds.get("offload_param_device", "none") not in ("none", None),
-        "mixed_precision": cfg.get("mixed_precision", "no"),
-        "num_processes": int(cfg.get("num_processes", 1)),
-    }
 
 
 def estimate(shape: Shape, name: str, gpus: int, zero_stage: int, offload_optimizer: bool, offload_params: bool,
@@ -178,6 +165,8 @@ def estimate(shape: Shape, name: str, gpus: int, zero_stage: int, offload_optimi
 
 def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_machines: int = 1,
                      gpu_memory_gb: float = 80.0) -> Plan:
+    from .launching import read_accelerate_config
+
     acc = read_accelerate_config(accelerate_config)
     gpus = num_gpus * num_machines
     shape = shape_for(recipe.model.model_name_or_path, recipe.data.gguf_file, bool(recipe.training.trust_remote_code))
@@ -210,4 +199,7 @@ def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_mac
             best, best_total = label, alt.total_gb
     if best:
         plan.lever = f"{best} → {best_total:.1f} GB per GPU"
+    if acc["cpu_only"]:
+        plan.note = (f"{accelerate_config} runs on CPU processes: it is for trying this path (a laptop, CI) before a "
+                     "GPU job, not for speed; the GPU memory above is what the same recipe would need on a GPU.")
     return plan

@@ -38,6 +38,15 @@ def set_default_mode(path: str | Path) -> None:
     os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
 
 
+def set_default_modes(folder: str | Path) -> None:
+    """:func:`set_default_mode` for a folder and everything in it. safetensors writes its files 0600
+    whatever the umask; a run or export is meant to be read by the team that shares the disk."""
+    folder = Path(folder)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            set_default_mode(path)
+
+
 def held_out_reward_stats(run_dir: str | Path) -> tuple[float | None, float | None, dict[str, Any]]:
     """(reward mean, reward std, all metrics) of a run's held-out evaluation (``metrics.json``)."""
     path = Path(run_dir) / "metrics.json"

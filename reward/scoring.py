@@ -56,18 +56,38 @@ def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
     elif path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json or adapter_config.json: not a model or run directory "
                                 "(an unfinished run? look for run_complete.json).")
+    elif not path.exists() and _looks_local(str(path_or_id)):
+        raise ScoringError(f"{path_or_id}: no such model or run directory.")
     else:
         check_remote_code(str(path_or_id), trust)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(str(path_or_id), dtype=dtype, trust_remote_code=trust)
-        except ValueError as exc:
-            raise (remote_code_refused(str(path_or_id), exc) or exc) from None
+        except Exception as exc:  # transformers/safetensors/hub raise many types for missing or damaged weights
+            raise (remote_code_refused(str(path_or_id), exc) or _unloadable(str(path_or_id), path, exc)) from None
     tokenizer = load_tokenizer(str(path_or_id), trust_remote_code=trust) \
         if (not path.exists() or (path / "tokenizer_config.json").is_file()) \
         else load_tokenizer(info["model_name_or_path"], info.get("gguf_file"), trust_remote_code=trust)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(device=device, dtype=dtype).eval()
     return model, tokenizer, info
+
+
+def _looks_local(name: str) -> bool:
+    """A path, not a Hub id (``org/name``): absolute, relative with ./ or ../, ~, or deeper than org/name."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _unloadable(name: str, path: Path, exc: Exception) -> ScoringError:
+    """What is missing or damaged, in one line, instead of a loader traceback."""
+    if path.is_dir():
+        weights = sorted(p.name for p in path.glob("*.safetensors")) + sorted(p.name for p in path.glob("*.bin"))
+        if not weights:
+            return ScoringError(f"{name}: config.json but no model weights (*.safetensors): an unfinished run or a "
+                                "partial copy? A finished run has run_complete.json.")
+        return ScoringError(f"{name}: the weights ({', '.join(weights)}) could not be read ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); the file may be truncated or corrupt.")
+    return ScoringError(f"{name}: not a local folder, and not loadable as a Hub id ({type(exc).__name__}: "
+                        f"{str(exc)[:200]}).")
 
 
 def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any, trust_remote_code: bool = False) -> Any:
@@ -465,8 +485,16 @@ def _scoring_items(row: Any, line_no: int, input_path: str) -> list[tuple[Prompt
     if not isinstance(row, dict):
         raise DataError(f"{input_path}:{line_no}: expected a JSON object, got {type(row).__name__}.")
     prompt = row.get("prompt", "")
+    if prompt is None:
+        prompt = ""
     if not isinstance(prompt, (str, list)):
         raise DataError(f"{input_path}:{line_no}: 'prompt' must be text or a list of chat messages.")
+    if isinstance(prompt, list):
+        for j, m in enumerate(prompt):
+            if not (isinstance(m, dict) and isinstance(m.get("content"), str)
+                    and m.get("role") in ("system", "user", "assistant")):
+                raise DataError(f"{input_path}:{line_no}: prompt[{j}]: a chat message needs 'role' (system, user or "
+                                "assistant) and text 'content'.")
     if isinstance(row.get("responses"), list):
         if not row["responses"]:
             raise DataError(f"{input_path}:{line_no}: 'responses' is empty.")
@@ -477,6 +505,18 @@ def _scoring_items(row: Any, line_no: int, input_path: str) -> list[tuple[Prompt
     if isinstance(row.get("response"), str):
         return [(prompt, row["response"])]
     raise DataError(f"{input_path}:{line_no}: neither a text 'response' nor a 'responses' list.")
+
+
+def check_output_file(path: str) -> None:
+    """An output file name that can be written, checked before any model loads."""
+    from .data.report import DataError
+
+    out = Path(path)
+    if out.is_dir():
+        raise DataError(f"--out {path} is a directory; give a file name (e.g. {out / 'scored.jsonl'}).")
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise DataError(f"--out {path}: {parent} is a file, not a folder.")
 
 
 def read_scoring_rows(input_path: str) -> list[tuple[int, dict[str, Any]]]:

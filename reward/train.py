@@ -18,7 +18,7 @@ import yaml
 from transformers import TrainerCallback
 
 from .recipe import Recipe
-from .rundir import RUN_COMPLETE, TRAIN_PROMPTS, environment, latest_checkpoint, write_json
+from .rundir import RUN_COMPLETE, TRAIN_PROMPTS, environment, latest_checkpoint, set_default_modes, write_json
 
 logger = logging.getLogger("reward")
 RUN_INFO = "rewardkit_run.json"
@@ -154,6 +154,8 @@ def run_training(recipe: Recipe) -> Path:
     )
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(run_dir))
+    if state.is_main_process:
+        set_default_modes(run_dir)  # safetensors writes 0600 whatever the umask
 
     report = data.report.to_dict()
     metrics: dict[str, Any] = {"train": result.metrics,

@@ -84,7 +84,7 @@ class RewardkitTrainer(RewardTrainer):
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
         optimizer = super().create_optimizer(*args, **kwargs)
-        if self.is_deepspeed_enabled and _offloads_optimizer(self.args) and type(optimizer).__name__ == "AdamW":
+        if self.is_deepspeed_enabled and _offloads_optimizer(self.accelerator) and type(optimizer).__name__ == "AdamW":
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
             a = self.args
@@ -172,9 +172,9 @@ class RewardkitTrainer(RewardTrainer):
                 "logs/train_log.jsonl has the steps before it.")
 
 
-def _offloads_optimizer(args: Any) -> bool:
-    """Whether the DeepSpeed config the Trainer resolved offloads optimizer states."""
-    config = getattr(args, "hf_deepspeed_config", None)
-    if config is None:
-        return False
-    return config.get_value("zero_optimization.offload_optimizer.device", "none") in ("cpu", "nvme")
+def _offloads_optimizer(accelerator: Any) -> bool:
+    """Whether the DeepSpeed config accelerate resolved offloads optimizer states (to CPU or NVMe)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    config = getattr(plugin, "deepspeed_config", None) or {}
+    offload = (config.get("zero_optimization") or {}).get("offload_optimizer") or {}
+    return offload.get("device", "none") in ("cpu", "nvme")

@@ -36,3 +36,24 @@ def test_plan_cli_recipes():
     eight = plan_from_recipe(r, "zero3", 8)
     assert eight.fits and eight.zero_stage == 3
     assert "total per GPU" in eight.render()
+
+
+def test_shipped_configs_work_from_any_directory_and_are_packaged(tmp_path):
+    """`--accelerate_config NAME` reads the configs shipped inside the package (not the checkout's
+    folder), and a built wheel carries them: a non-editable install works from anywhere."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "reward.cli", "plan", str(ROOT / "recipes" / "quickstart.yaml"),
+                           "--accelerate_config", "zero3_cpu"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert "for trying this path" in proc.stdout  # plan says the CPU configs are not for speed
+    wheel_dir = tmp_path / "wheel"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(wheel_dir), str(ROOT)], check=True, capture_output=True, timeout=300)
+    names = zipfile.ZipFile(next(wheel_dir.glob("rewardkit-*.whl"))).namelist()
+    for config in ("zero3.yaml", "zero3_cpu.yaml", "zero2_cpu.yaml", "single_gpu_bf16.yaml", "multi_cpu.yaml"):
+        assert f"reward/accelerate_configs/{config}" in names, config

@@ -130,3 +130,105 @@ def test_plan_rejects_impossible_machines(args, needle):
 ])
 def test_impossible_numbers_are_refused_by_the_parser(args, needle):
     one_error(cli(*args), needle)
+
+
+def _inspect(tmp_path: Path, tiny_model_dir: Path, data: Path, fmt: str) -> subprocess.CompletedProcess:
+    return cli("data", "inspect", str(_recipe(tmp_path, tiny_model_dir)), "--data", str(data), "--format", fmt)
+
+
+def test_data_errors_name_the_problem(tmp_path, tiny_model_dir):
+    one_error(cli("data", "inspect", str(_recipe(tmp_path, tiny_model_dir)), "--format", "nope"),
+              "unknown format 'nope'")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    one_error(_inspect(tmp_path, tiny_model_dir, empty, "pairs"), "the file is empty")
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n")
+    one_error(_inspect(tmp_path, tiny_model_dir, blank, "pairs"), "no rows")
+    broken = tmp_path / "broken.jsonl"
+    good = json.dumps({"prompt": "Hi", "chosen": "Hello", "rejected": "Go away"})
+    broken.write_text("\n".join([good] * 5 + ['{"prompt": "Hi", "chosen": "Hel'] + [good] * 3) + "\n")
+    one_error(_inspect(tmp_path, tiny_model_dir, broken, "pairs"), "line 6", "not valid JSON")
+    not_object = tmp_path / "list.jsonl"
+    not_object.write_text(good + "\n[1, 2]\n")
+    one_error(_inspect(tmp_path, tiny_model_dir, not_object, "pairs"), "line 2", "JSON object")
+    csv = tmp_path / "ranked.csv"
+    csv.write_text("question,reply,score\nHi,Hello,1\nHi,Go away,2\n")
+    one_error(_inspect(tmp_path, tiny_model_dir, csv, "ranked-csv"), "missing 'prompt', 'answer', 'rank'",
+              "columns: question, reply, score")
+
+
+def test_pairs_without_a_prompt_column_are_kept(tmp_path, tiny_model_dir):
+    """Prompts are optional (README): such pairs are formatted with an empty user turn, not a crash."""
+    path = tmp_path / "noprompt.jsonl"
+    path.write_text("".join(json.dumps({"chosen": f"good answer {i}", "rejected": f"bad {i}"}) + "\n" for i in range(10)))
+    proc = cli("data", "inspect", str(_recipe(tmp_path, tiny_model_dir)), "--data", str(path), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["total"] == 10 and report["kept"] == 10
+
+
+@pytest.mark.parametrize("damage", ["missing", "no_weights", "truncated", "garbage"])
+def test_unloadable_models_are_named(tiny_model_dir, tmp_path, damage):
+    model = tmp_path / "model"
+    if damage != "missing":
+        shutil.copytree(tiny_model_dir, model)
+        weights = model / "model.safetensors"
+        if damage == "no_weights":
+            weights.unlink()
+        elif damage == "truncated":
+            weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+        else:
+            weights.write_bytes(b"\x00" * 64)
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps({"prompt": "Hi", "response": "Hello"}) + "\n")
+    proc = cli("score", str(model), str(rows), "--out", str(tmp_path / "o.jsonl"))
+    needle = {"missing": "no such model", "no_weights": "no model weights", "truncated": "truncated or corrupt",
+              "garbage": "truncated or corrupt"}[damage]
+    one_error(proc, str(model), needle)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_scoring_input_and_output_checked_before_the_model_loads(tiny_model_dir, tmp_path):
+    rows = tmp_path / "in.jsonl"
+    rows.write_text(json.dumps({"prompt": [{"role": "user", "content": "Hi"}, {"content": "no role"}],
+                                "response": "Hello"}) + "\n")
+    one_error(cli("score", str(tmp_path / "no-model-needed"), str(rows), "--out", str(tmp_path / "o.jsonl")),
+              "in.jsonl:1", "prompt[1]")
+    rows.write_text(json.dumps({"response": "Hello"}) + "\n")  # no prompt: allowed, scored with an empty turn
+    (tmp_path / "outdir").mkdir()
+    one_error(cli("score", str(tmp_path / "no-model-needed"), str(rows), "--out", str(tmp_path / "outdir")),
+              "is a directory")
+    proc = cli("score", str(tiny_model_dir), str(rows), "--out", str(tmp_path / "o.jsonl"), "--no_progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert isinstance(json.loads((tmp_path / "o.jsonl").read_text())["score"], float)
+
+
+def test_sigterm_during_score_leaves_nothing_behind(tiny_model_dir, tmp_path):
+    import os
+    import signal
+    import time
+
+    rows = tmp_path / "in.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": f"Question {i}?", "responses": ["a " * 60, "b " * 60]}) + "\n"
+                            for i in range(4000)))
+    out = tmp_path / "o.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "reward.cli", "score", str(tiny_model_dir), str(rows), "--out",
+                             str(out), "--no_progress", "--pack_tokens", "0", "--batch_size", "2"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".o.jsonl.partial-*")):
+        time.sleep(0.1)
+    assert list(tmp_path.glob(".o.jsonl.partial-*")), "scoring never started"
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no output, no hidden partial file
+
+
+def test_published_model_files_follow_the_umask(tiny_recipe, umask_022):
+    from reward.recipe import load_recipe
+    from reward.train import run_training
+
+    run = run_training(load_recipe(tiny_recipe(eval_split_size=0.0, max_steps=2)))
+    assert (run / "model.safetensors").stat().st_mode & 0o777 == 0o644

@@ -258,6 +258,12 @@ def adapt_ranked_csv(rows: Iterable[dict], source: DataSource, report: DataRepor
     pc, ac, kc = _col(source, "prompt"), _col(source, "answer"), _col(source, "rank")
     groups: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for i, row in enumerate(rows):
+        if i == 0:
+            missing = [c for c in (pc, ac, kc) if c not in row]
+            if missing:
+                raise DataError(f"{source.path}: ranked-csv needs the columns {pc!r}, {ac!r} and {kc!r}; missing "
+                                f"{', '.join(map(repr, missing))} (columns: {', '.join(map(str, row))}). Rename them or "
+                                "map yours with columns: {prompt: ..., answer: ..., rank: ...}.")
         p, a = _text(row, pc, i, source), _text(row, ac, i, source)
         rank = row.get(kc)
         if not p or not a or rank is None or rank == "":

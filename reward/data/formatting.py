@@ -53,6 +53,8 @@ def _bos_prefix(tokenizer: Any) -> list[int]:
 def render_texts(tokenizer: Any, prompt: Sequence[Message], response: str) -> tuple[str, str]:
     """(prompt_text, response_text) whose concatenation is the model's input for this response."""
     if getattr(tokenizer, "chat_template", None):
+        # prompts are optional: no prompt is one empty user turn (a chat template needs a conversation)
+        prompt = list(prompt) or [{"role": "user", "content": ""}]
         prompt_text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(
             list(prompt) + [{"role": "assistant", "content": response}], tokenize=False

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import json
+import lzma
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from ..recipe import DataSource
 from .report import DataError
@@ -14,6 +18,39 @@ _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parq
 def _builder(path: Path) -> str | None:
     suffixes = [s for s in path.suffixes if s not in (".gz", ".bz2", ".xz", ".zst")]
     return _BUILDERS.get(suffixes[-1].lower()) if suffixes else None
+
+
+def _open_text(path: Path) -> IO[str]:
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
+    return opener(path, "rt", encoding="utf-8")  # type: ignore[operator]
+
+
+def check_local_file(path: Path) -> None:
+    """Checks ``datasets`` reports badly: an empty file, and for JSON Lines the line number of the
+    first line that is not a JSON object (``datasets`` names a byte position)."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty.")
+    if ".jsonl" not in [s.lower() for s in path.suffixes]:
+        return
+    rows = 0
+    try:
+        with _open_text(path) as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path} line {number}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
+                if not isinstance(row, dict):
+                    raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
+                rows += 1
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start} of a line); save it as UTF-8.") from None
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); is the file complete?") from None
+    if rows == 0:
+        raise DataError(f"{path}: the file holds no rows (only blank lines).")
 
 
 def load_rows(source: DataSource, split: str | None = None) -> list[dict[str, Any]]:
@@ -33,6 +70,7 @@ def load_rows(source: DataSource, split: str | None = None) -> list[dict[str, An
             builder = _builder(path)
             if builder is None:
                 raise DataError(f"{path}: unknown file type; use .jsonl, .json, .csv, .tsv or .parquet.")
+            check_local_file(path)
             kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
             ds = load_dataset(builder, data_files={"data": str(path)}, split="data", **kwargs)
         elif path.is_dir() and (path / "dataset_info.json").exists():
@@ -58,4 +96,7 @@ def load_rows(source: DataSource, split: str | None = None) -> list[dict[str, An
         if split not in ds:
             raise DataError(f"dataset {path_str!r} has splits {list(ds)}, not {split!r}.")
         ds = ds[split]
-    return ds.to_list()
+    rows = ds.to_list()
+    if not rows:
+        raise DataError(f"dataset {path_str!r} (split {split!r}) has no rows.")
+    return rows

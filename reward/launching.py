@@ -1,0 +1,92 @@
+"""accelerate configs: the ones shipped with rewardkit, their reading, and what a launch needs.
+
+The YAML files live inside the package (``reward/accelerate_configs``, read with
+``importlib.resources``), so ``rewardkit train R --accelerate_config zero3`` and ``rewardkit plan``
+work from any directory after a plain ``pip install``. What rewardkit adds over ``accelerate launch``:
+CPU DeepSpeed configs get ``DS_ACCELERATOR=cpu``, and a ZeRO-3 run that would save empty weights is
+fixed before training, with a warning naming the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .recipe import RecipeError
+
+logger = logging.getLogger(__name__)
+CPU_CONFIGS = ("multi_cpu", "zero2_cpu", "zero3_cpu")
+"""Configs for trying a path without a GPU (CI, a laptop): correct, not fast."""
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Name → path of every accelerate config shipped with rewardkit."""
+    folder = resources.files("reward") / "accelerate_configs"
+    return {Path(str(f)).stem: Path(str(f)) for f in folder.iterdir() if str(f).endswith(".yaml")}
+
+
+def resolve_accelerate_config(name: str) -> Path:
+    """A path to a YAML file, or the name of a shipped config (with or without ``.yaml``)."""
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    known = shipped_configs()
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if stem in known:
+        return known[stem]
+    raise RecipeError(f"--accelerate_config '{name}': not a file and not one of {', '.join(sorted(known))}.")
+
+
+def read_accelerate_config(name: str) -> dict[str, Any]:
+    """The facts about a config that ``plan`` and the launcher use."""
+    path = resolve_accelerate_config(name)
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"--accelerate_config {path}: not a readable YAML file ({exc}).") from None
+    if not isinstance(cfg, dict):
+        raise RecipeError(f"--accelerate_config {path}: expected a mapping of accelerate keys.")
+    ds = cfg.get("deepspeed_config") or {}
+    deepspeed = cfg.get("distributed_type") == "DEEPSPEED"
+    return {
+        "path": str(path),
+        "deepspeed": deepspeed,
+        "zero_stage": int(ds.get("zero_stage", 0)) if deepspeed else 0,
+        "offload_optimizer": ds.get("offload_optimizer_device", "none") not in ("none", None),
+        "offload_params": ds.get("offload_param_device", "none") not in ("none", None),
+        "zero3_save_16bit_model": bool(ds.get("zero3_save_16bit_model", False)),
+        "mixed_precision": cfg.get("mixed_precision", "no"),
+        "num_processes": int(cfg.get("num_processes", 1)),
+        "cpu_only": Path(str(path)).stem in CPU_CONFIGS or bool(cfg.get("use_cpu")),
+    }
+
+
+def launch_env(config: dict[str, Any], cuda: bool) -> dict[str, str]:
+    """Environment for ``accelerate launch`` of this config: DeepSpeed without a GPU needs its CPU
+    accelerator (which falls back to gloo when oneCCL is absent)."""
+    env = dict(os.environ)
+    if config["deepspeed"] and (config["cpu_only"] or not cuda):
+        env.setdefault("DS_ACCELERATOR", "cpu")
+        env.setdefault("OMP_NUM_THREADS", "1")  # N processes on a few cores: no oversubscription
+    return env
+
+
+def ensure_zero3_saves_weights() -> None:
+    """Inside a launched process: a ZeRO-3 run whose config lacks ``zero3_save_16bit_model`` would save
+    empty tensors (each rank holds a shard). Turn it on before TrainingArguments reads it, and say so."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() != "true":
+        return
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") != "3":
+        return
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "false").lower() == "true":
+        return
+    if os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
+        return  # a DeepSpeed JSON of the user's own decides (stage3_gather_16bit_weights_on_model_save)
+    os.environ["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] = "true"
+    logger.warning("accelerate config: ZeRO-3 without zero3_save_16bit_model would save empty weights; "
+                   "turned it on for this run (add `zero3_save_16bit_model: true` under deepspeed_config).")
