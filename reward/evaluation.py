@@ -71,7 +71,9 @@ def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
     c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
     n = len(c)
     if n == 0:
-        raise ValueError("no pairs to evaluate")
+        from .data.report import DataError
+
+        raise DataError("no pairs to evaluate: every pair was dropped or left out (see the data report above).")
     m = c - r
     wins, ties = int((m > 0).sum()), int((m == 0).sum())
     # -log sigmoid(m) computed stably

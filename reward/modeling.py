@@ -109,7 +109,8 @@ def head_name(model: Any) -> str:
     for name in HEAD_NAMES:
         if hasattr(base, name):
             return name
-    raise ValueError(f"{type(base).__name__} has no reward head named one of {HEAD_NAMES}.")
+    raise RecipeError(f"{type(base).__name__} has no reward head named one of {HEAD_NAMES}: not a sequence "
+                      "classifier rewardkit can train or score.")
 
 
 def check_lora_targets(model: Any, targets: list[str] | str | None) -> None:
@@ -214,7 +215,8 @@ def _drop_gguf_quantizer(model: Any) -> None:
         return
     packed = [n for n, p in model.named_parameters() if not torch.is_floating_point(p)]
     if packed:
-        raise RuntimeError(f"GGUF load left {len(packed)} packed tensors (e.g. {packed[0]}); cannot train them.")
+        raise RecipeError(f"GGUF load left {len(packed)} packed tensors (e.g. {packed[0]}); cannot train them. "
+                          "Use a GGUF of a quantization transformers dequantizes, or the model's safetensors.")
     quantizer.remove_quantization_config(model)
 
 

@@ -163,7 +163,9 @@ def attention_mask_for(model: Any, pair_ids: torch.Tensor, segment_ids: torch.Te
         return dense_mask(pair_ids, segment_ids, dtype=next(model.parameters()).dtype)
     if impl == "sdpa":
         return dense_mask(pair_ids, segment_ids)
-    raise ValueError(
+    from .recipe import RecipeError
+
+    raise RecipeError(
         f"packing needs attn_implementation in {SUPPORTED_ATTENTION}, the model uses '{impl}'. "
         "Set attn_implementation: sdpa (or packing: false)."
     )
@@ -254,7 +256,9 @@ def set_packed_attention(model: Any, mode: str, device: torch.device | str, half
         impl = {"varlen": VARLEN, "flex": "flex_attention"}[mode]
     if impl == VARLEN:
         if torch.device(device).type == "cuda" and not (half and varlen_available(device)):
-            raise ValueError("packed_attention: varlen runs FlashAttention in fp16/bf16 (torch ≥ 2.10) on CUDA; "
+            from .recipe import RecipeError
+
+            raise RecipeError("packed_attention: varlen runs FlashAttention in fp16/bf16 (torch ≥ 2.10) on CUDA; "
                              "this run is fp32 or the kernel is missing: use packed_attention: dense or auto.")
         _register_varlen()
     if impl != current:

@@ -122,7 +122,7 @@ def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any, trust_remote
     try:
         return PeftModel.from_pretrained(base, str(run), is_trainable=False)
     except Exception as exc:  # safetensors/peft raise many types for truncated or foreign files
-        raise ValueError(f"{run}: the adapter could not be loaded ({type(exc).__name__}: {exc}); "
+        raise ScoringError(f"{run}: the adapter could not be loaded ({type(exc).__name__}: {exc}); "
                          "it may be corrupted or from another base model.") from exc
 
 

@@ -104,7 +104,9 @@ def run_training(recipe: Recipe) -> Path:
         # Hashes, not text: enough for `rewardkit eval` to leave out what the model trained on.
         write_json(run_dir / TRAIN_PROMPTS, {"hash": "sha1(prompt json)[:16]", "prompts": data.train_prompt_hashes or []})
     if data.train is None:
-        raise ValueError("no training pairs left after preparation; see data_report.json")
+        from .data.report import DataError
+
+        raise DataError(f"no training pairs left after preparation; see {run_dir / 'data_report.json'}.")
 
     from transformers import set_seed
 

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from trl import RewardTrainer
 
 from .errors import TrainingDiverged
+from .recipe import RecipeError
 from .modeling import head_name
 from .packing import PackedPreferenceCollator, ScoreCapture, TokenBudgetBatchSampler, packed_pair_lengths, packed_rewards
 
@@ -63,7 +64,7 @@ class RewardkitTrainer(RewardTrainer):
         name = head_name(self.model)
         trainable = [n for n, p in self.model.named_parameters() if p.requires_grad and f".{name}." in f".{n}"]
         if not trainable:
-            raise RuntimeError(f"the reward head '{name}' is frozen: LoRA would never train it. "
+            raise RecipeError(f"the reward head '{name}' is frozen: LoRA would never train it. "
                                "Use task_type SEQ_CLS / modules_to_save=['score'].")
 
     def get_train_dataloader(self) -> Any:
