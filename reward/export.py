@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .rundir import TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_modes
+from .rundir import RUN_COMPLETE, TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_modes
 from .errors import RewardkitError
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,10 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
     run, out = Path(run), Path(output_dir)
     check_output_dir(run, out)
     done = _read_export_info(out)
-    if done and done.get("source_run") == str(run.resolve()) and (done.get("verification") or {}).get("dtype") == dtype:
+    options = {"dtype": dtype, "verify_pairs": verify_pairs, "tolerance": tolerance}
+    source = {"run": str(run.resolve()), "stamp": _completion_stamp(run), "options": options}
+    if done and done.get("source") == source and source["stamp"] is not None:
+        # the same finished run (its completion stamp, so not a retrained one) with the same options
         logger.info("%s already holds a complete, verified %s export of %s", out, dtype, run)
         print(f"export already complete: {out}")
     else:
@@ -133,15 +136,15 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
             raise ExportError(f"{run}: no such run directory")
         if not is_run_complete(run):
             logger.warning("%s has no run_complete.json: exporting what it holds", run)
-        source = run
+        weights = run
         if not _has_weights(run):
-            source = consolidate_deepspeed(run) or run
-            if not _has_weights(source):
+            weights = consolidate_deepspeed(run) or run
+            if not _has_weights(weights):
                 raise ExportError(f"{run}: no model weights, adapter or DeepSpeed checkpoint to export")
         tol = tolerance if tolerance is not None else default_tolerance(dtype)
         target_dtype = _torch_dtype(dtype)
 
-        reference = RewardModel.from_pretrained(str(source), device="cpu", dtype=torch.float32,
+        reference = RewardModel.from_pretrained(str(weights), device="cpu", dtype=torch.float32,
                                                 trust_remote_code=trust_remote_code)
         seqs, what = verification_sequences(run, reference.tokenizer, verify_pairs)
         ref_scores = reference.score_token_ids(seqs)
@@ -157,9 +160,9 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
             raise ExportError(f"exported model's rewards differ from the run's by up to {worst:.4g} "
                               f"(tolerance {tol:.3g}, {dtype}, {len(seqs)} {what}); nothing was written.")
         stats = _reward_stats(run)
-        _write_export(out, run, source, model, reference.tokenizer, stats,
+        _write_export(out, run, weights, model, reference.tokenizer, stats,
                       {"sequences": len(seqs), "on": what, "max_abs_diff": worst, "tolerance": tol, "dtype": dtype},
-                      reference.info)
+                      reference.info, source)
         print(f"exported {run} → {out} (verified: max |Δreward| {worst:.2e} on {len(seqs)} {what})")
     if push_to_hub:
         push_export(out, push_to_hub, private=private, revision=revision,
@@ -191,8 +194,16 @@ def check_output_dir(run: Path, out: Path) -> None:
                           "changed. Choose an empty or new folder, or remove it yourself.")
 
 
-def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any, stats: dict[str, Any],
-                  verification: dict[str, Any], info: dict[str, Any]) -> None:
+def _completion_stamp(run: Path) -> dict[str, Any] | None:
+    """The run's completion stamp (finish time and step): a retrained run has a new one."""
+    try:
+        return json.loads((run / RUN_COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_export(out: Path, run: Path, weights: Path, model: Any, tokenizer: Any, stats: dict[str, Any],
+                  verification: dict[str, Any], info: dict[str, Any], source: dict[str, Any]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
@@ -204,6 +215,7 @@ def _write_export(out: Path, run: Path, source: Path, model: Any, tokenizer: Any
             shutil.copy(run / TRAIN_PROMPTS, tmp / TRAIN_PROMPTS)
         export_info = {
             "source_run": str(run.resolve()),
+            "source": source,  # run, completion stamp and export options: what "already complete" compares
             "base_model": info.get("model_name_or_path"),
             "gguf_file": info.get("gguf_file"),
             "max_length": info.get("max_length"),

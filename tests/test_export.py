@@ -199,3 +199,17 @@ def test_hub_token_in_the_recipe_reaches_the_hub_and_no_file(tiny_recipe, tmp_pa
     for f in run.rglob("*"):
         if f.is_file():
             assert secret.encode() not in f.read_bytes(), f
+
+
+def test_reexport_after_retraining_takes_the_new_weights(tiny_recipe, tmp_path):
+    """"Already complete" depends on the run's completion stamp: a retrained run is exported again."""
+    run = run_training(load_recipe(tiny_recipe(eval_split_size=0.2, seed=1)))
+    out = export_run(run, tmp_path / "export")
+    first = (out / "model.safetensors").read_bytes()
+    export_run(run, out)  # unchanged run, same options: kept
+    assert (out / "model.safetensors").read_bytes() == first
+    run_training(load_recipe(tiny_recipe(eval_split_size=0.2, seed=2)))  # retrain into the same run directory
+    export_run(run, out)
+    assert (out / "model.safetensors").read_bytes() != first
+    info = json.loads((out / "rewardkit.json").read_text())
+    assert info["source"]["stamp"] == json.loads((run / "run_complete.json").read_text())
