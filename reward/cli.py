@@ -17,7 +17,6 @@ import threading
 from .recipe import load_recipe
 
 
-
 def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
     from .launching import ensure_zero3_saves_weights, launch_env, read_accelerate_config
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from .rundir import RUN_COMPLETE, TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_modes
 from .errors import RewardkitError
+from .rundir import RUN_COMPLETE, TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_modes
 
 logger = logging.getLogger(__name__)
 EXPORT_INFO = "rewardkit.json"
@@ -252,8 +252,8 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
                 "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
                 "lr_scheduler_type", "warmup_steps", "bf16", "fp16", "seed", "packing", "eval_split_size"]
         recipe_text = yaml.safe_dump({k: recipe[k] for k in keep if k in recipe}, sort_keys=False)
-    datasets = [d["path"] if isinstance(d, dict) else d for d in (yaml.safe_load(resolved.read_text()) or {}).get("datasets", [])] \
-        if resolved.is_file() else []
+    listed = (yaml.safe_load(resolved.read_text()) or {}).get("datasets", []) if resolved.is_file() else []
+    datasets = [d["path"] if isinstance(d, dict) else d for d in listed]
     ev = metrics.get("eval") or {}
     train = metrics.get("train") or {}
     base = info.get("base_model") or "unknown"
@@ -278,7 +278,8 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
         f"- Max length: {info.get('max_length')} tokens, prompt truncation: {info.get('truncation')}",
     ]
     if train:
-        lines.append(f"- Training: {train.get('train_runtime', 0):.0f} s, final train loss {train.get('train_loss', float('nan')):.4f}")
+        loss = train.get("train_loss", float("nan"))
+        lines.append(f"- Training: {train.get('train_runtime', 0):.0f} s, final train loss {loss:.4f}")
     lines += ["", "### Recipe", "```yaml", recipe_text.rstrip(), "```", "", "## Evaluation (held-out pairs)"]
     if ev:
         lb = ev.get("length_bias") or {}
@@ -315,13 +316,13 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
     if getattr(tokenizer, "chat_template", None):
         lines += [
             "prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
-            'full = tok.apply_chat_template(messages + [{"role": "assistant", "content": "Boil it for 9 minutes."}], tokenize=False)',
-            "ids = tok(prompt, add_special_tokens=False).input_ids + tok(full[len(prompt):], add_special_tokens=False).input_ids",
+            'full = tok.apply_chat_template(messages + [{"role": "assistant", "content": "Boil it for 9 minutes."}], tokenize=False)',  # noqa: E501 (the card's code, one line each)
+            "ids = tok(prompt, add_special_tokens=False).input_ids + tok(full[len(prompt):], add_special_tokens=False).input_ids",  # noqa: E501 (the card's code, one line each)
         ]
     else:
         lines += [
             'prompt = "\\n\\nHuman: How do I boil an egg?\\n\\nAssistant:"',
-            'ids = tok(prompt, add_special_tokens=False).input_ids + tok(" Boil it for 9 minutes.", add_special_tokens=False).input_ids',
+            'ids = tok(prompt, add_special_tokens=False).input_ids + tok(" Boil it for 9 minutes.", add_special_tokens=False).input_ids',  # noqa: E501 (the card's code, one line each)
         ]
     lines += [
         "with torch.no_grad():",
@@ -346,7 +347,8 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
 def push_export(folder: Path, repo_id: str, private: bool = False, revision: str | None = None,
                 share_train_prompt_hashes: bool = False, token: str | None = None) -> str:
     """``create_repo`` + ``upload_folder``. The token is ``token`` (a recipe's ``hub_token``, held in
-    memory only), else ``HF_TOKEN`` or the login cache; it is never printed or written. Re-running after a failure re-uploads only what the Hub does not have.
+    memory only), else ``HF_TOKEN`` or the login cache; it is never printed or written. Re-running after a
+    failure re-uploads only what the Hub does not have.
 
     The training-prompt hashes stay local unless ``share_train_prompt_hashes``: anyone holding a
     prompt could test whether it was trained on, which private training data must not allow."""

@@ -66,7 +66,8 @@ def check_remote_code(name_or_path: str, trust_remote_code: bool) -> None:
         except (OSError, ValueError):
             continue
         if isinstance(data, dict) and data.get("auto_map"):
-            raise RemoteCodeError(_remote_code_message(name_or_path, f"{name} maps {sorted(data['auto_map'])} to code in the folder"))
+            why = f"{name} maps {sorted(data['auto_map'])} to code in the folder"
+            raise RemoteCodeError(_remote_code_message(name_or_path, why))
 
 
 def _remote_code_message(name: str, why: str) -> str:

@@ -11,14 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-
 GiB = 1024**3
 # Public configs of the bases our recipes use, so `plan` works offline.
 KNOWN_SHAPES: dict[str, dict[str, int | bool]] = {
-    "HuggingFaceTB/SmolLM2-135M-Instruct": dict(hidden=576, layers=30, heads=9, kv_heads=3, inter=1536, vocab=49152, tied=True),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": dict(hidden=576, layers=30, heads=9, kv_heads=3, inter=1536, vocab=49152, tied=True),  # noqa: E501
     "Qwen/Qwen2.5-1.5B-Instruct": dict(hidden=1536, layers=28, heads=12, kv_heads=2, inter=8960, vocab=151936, tied=True),
     "Qwen/Qwen2.5-7B-Instruct": dict(hidden=3584, layers=28, heads=28, kv_heads=4, inter=18944, vocab=152064, tied=False),
-    "meta-llama/Llama-3.1-8B-Instruct": dict(hidden=4096, layers=32, heads=32, kv_heads=8, inter=14336, vocab=128256, tied=False),
+    "meta-llama/Llama-3.1-8B-Instruct": dict(hidden=4096, layers=32, heads=32, kv_heads=8, inter=14336, vocab=128256, tied=False),  # noqa: E501
     "openai-community/gpt2": dict(hidden=768, layers=12, heads=12, kv_heads=12, inter=3072, vocab=50257, tied=True),
 }
 KNOWN_SHAPES["gpt2"] = KNOWN_SHAPES["openai-community/gpt2"]
@@ -183,7 +182,7 @@ def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_mac
         "turn on gradient_checkpointing": dict(current, checkpointing=True),
         "halve per_device_train_batch_size (double gradient_accumulation_steps)": None,
         "DeepSpeed ZeRO-3 (accelerate_configs/zero3.yaml)": dict(current, zero_stage=3) if gpus > 1 else None,
-        "ZeRO-3 with CPU offload (accelerate_configs/zero3_offload.yaml)": dict(current, zero_stage=3, offload_optimizer=True, offload_params=True),
+        "ZeRO-3 with CPU offload (accelerate_configs/zero3_offload.yaml)": dict(current, zero_stage=3, offload_optimizer=True, offload_params=True),  # noqa: E501
         "LoRA (use_peft: true)": dict(current, lora=True),
         "QLoRA (use_peft + load_in_4bit)": dict(current, lora=True, four_bit=True),
     }

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from .errors import RewardkitError
 
 logger = logging.getLogger(__name__)
@@ -265,7 +266,8 @@ def _coerce(key: str, value: Any, tp: Any, label: str | None = None) -> Any:
             except ValueError:
                 pass
             else:
-                return int(number) if _accepts(tp, int) and number.is_integer() and "." not in text and "e" not in text.lower() else number
+                integral = _accepts(tp, int) and number.is_integer() and "." not in text and "e" not in text.lower()
+                return int(number) if integral else number
         if _accepts(tp, list):
             return [part.strip() for part in text.split(",") if part.strip()]
         if _accepts(tp, dict):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .data.formatting import Message, as_messages, encode_pairs
-from .rundir import TRAIN_PROMPTS, held_out_reward_stats, set_default_mode
 from .errors import RewardkitError
+from .rundir import TRAIN_PROMPTS, held_out_reward_stats, set_default_mode
 
 logger = logging.getLogger(__name__)
 Prompt = str | Sequence[Message]
@@ -148,7 +149,7 @@ class RewardModel:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
-                        max_length: int | None = None, trust_remote_code: bool = False) -> "RewardModel":
+                        max_length: int | None = None, trust_remote_code: bool = False) -> RewardModel:
         model, tok, info = load_scoring_model(path_or_id, device, dtype, trust_remote_code)
         return cls(model, tok, max_length or info.get("max_length"), info.get("truncation", "left"), info,
                    source=str(path_or_id))

@@ -83,8 +83,7 @@ def run_training(recipe: Recipe) -> Path:
 
     from .data import prepare_data
     from .evaluation import compute_metrics, summary_lines, write_report
-    from .modeling import (build_peft_config, freeze_lower_layers, load_reward_model, load_tokenizer,
-                           preflight_lora_targets)
+    from .modeling import build_peft_config, freeze_lower_layers, load_reward_model, load_tokenizer, preflight_lora_targets
     from .trainer import RewardkitTrainer
 
     args, margs, dargs = recipe.training, recipe.model, recipe.data
@@ -152,7 +151,8 @@ def run_training(recipe: Recipe) -> Path:
         processing_class=tokenizer, peft_config=peft_config, packing=dargs.packing,
         max_tokens_per_batch=dargs.max_tokens_per_batch,
         callbacks=[_JsonlLogCallback(run_dir / "logs" / "train_log.jsonl")]
-        + ([_StepDelayCallback(float(os.environ["REWARDKIT_STEP_DELAY"]))] if os.environ.get("REWARDKIT_STEP_DELAY") else []),
+        + ([_StepDelayCallback(float(os.environ["REWARDKIT_STEP_DELAY"]))]
+           if os.environ.get("REWARDKIT_STEP_DELAY") else []),
     )
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(str(run_dir))

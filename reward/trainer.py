@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from trl import RewardTrainer
 
 from .errors import TrainingDiverged
-from .recipe import RecipeError
 from .modeling import head_name
 from .packing import PackedPreferenceCollator, ScoreCapture, TokenBudgetBatchSampler, packed_pair_lengths, packed_rewards
+from .recipe import RecipeError
 
 logger = logging.getLogger(__name__)
 _STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")

@@ -129,10 +129,10 @@ def test_conversational_ultrafeedback(tmp_path):
 
 def test_helpsteer2_raw_pairs_ties_and_margin(tmp_path):
     rows = [
-        {"prompt": "p", "response": "r1", "helpfulness": 4, "correctness": 4, "coherence": 4, "complexity": 2, "verbosity": 2},
-        {"prompt": "p", "response": "r2", "helpfulness": 2, "correctness": 3, "coherence": 4, "complexity": 2, "verbosity": 2},
-        {"prompt": "q", "response": "s1", "helpfulness": 3, "correctness": 3, "coherence": 3, "complexity": 2, "verbosity": 2},
-        {"prompt": "q", "response": "s2", "helpfulness": 3, "correctness": 1, "coherence": 3, "complexity": 2, "verbosity": 2},
+        {"prompt": "p", "response": "r1", "helpfulness": 4, "correctness": 4, "coherence": 4, "complexity": 2, "verbosity": 2},  # noqa: E501
+        {"prompt": "p", "response": "r2", "helpfulness": 2, "correctness": 3, "coherence": 4, "complexity": 2, "verbosity": 2},  # noqa: E501
+        {"prompt": "q", "response": "s1", "helpfulness": 3, "correctness": 3, "coherence": 3, "complexity": 2, "verbosity": 2},  # noqa: E501
+        {"prompt": "q", "response": "s2", "helpfulness": 3, "correctness": 1, "coherence": 3, "complexity": 2, "verbosity": 2},  # noqa: E501
     ]
     path = tmp_path / "hs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -39,7 +39,8 @@ def lora_run(tmp_path_factory, tiny_model_dir):
     import gzip
 
     (tmp / "hh.jsonl").write_text("".join(gzip.open(SAMPLE, "rt").readlines()[:60]))
-    recipe = write_recipe(tmp / "r.yaml", model_name_or_path=str(tiny_model_dir), datasets=[{"path": str(tmp / "hh.jsonl"), "format": "hh-rlhf"}],
+    recipe = write_recipe(tmp / "r.yaml", model_name_or_path=str(tiny_model_dir),
+                          datasets=[{"path": str(tmp / "hh.jsonl"), "format": "hh-rlhf"}],
                           max_length=128, per_device_train_batch_size=4, max_steps=4, learning_rate=1e-2, use_peft=True,
                           lora_r=4, lora_alpha=8, eval_split_size=0.2, output_dir=str(tmp / "run"), cache_dir=str(tmp / "c"),
                           save_strategy="no", report_to="none")

@@ -40,7 +40,8 @@ def test_lora_trains_and_saves_the_head(tiny_recipe, tiny_model_dir):
 
     from reward.scoring import RewardModel
 
-    run = run_training(load_recipe(tiny_recipe(use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"],
+    run = run_training(load_recipe(tiny_recipe(use_peft=True, lora_r=4, lora_alpha=8,
+                                               lora_target_modules=["q_proj", "v_proj"],
                                                eval_split_size=0.0, max_steps=6)))
     weights = load_file(str(run / "adapter_model.safetensors"))
     head = [k for k in weights if "score" in k]

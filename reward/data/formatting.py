@@ -14,7 +14,8 @@ prefix of every response's sequence, which is what prompt sharing (``reward.pack
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 Message = dict[str, str]
 

@@ -12,9 +12,10 @@ import hashlib
 import json
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..recipe import DataSource
 from .adapters import ADAPTERS, Pair

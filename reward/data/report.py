@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
+
 from ..errors import RewardkitError
 
 
@@ -79,7 +81,8 @@ class DataReport:
             for name, st in self.lengths.items():
                 lines.append(f"  {name:<9} " + "  ".join(f"{st[k]:>6.0f}" for k in ("mean", "p50", "p90", "p99", "max")))
         if self.prompt_token_share is not None:
-            lines.append(f"prompt share of pair tokens (chosen and rejected as two sequences): {self.prompt_token_share:.0%}")
+            share = self.prompt_token_share
+            lines.append(f"prompt share of pair tokens (chosen and rejected as two sequences): {share:.0%}")
         return "\n".join(lines)
 
 
