@@ -523,18 +523,14 @@ def check_output_file(path: str) -> None:
 def read_scoring_rows(input_path: str) -> list[tuple[int, dict[str, Any]]]:
     """Every row, checked before any scoring: a bad line fails in seconds, not after hours of work."""
     from .data.report import DataError
+    from .data.sources import iter_jsonl
 
+    if not Path(input_path).is_file():
+        raise DataError(f"{input_path}: no such input file.")
     rows = []
-    with open(input_path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{input_path}:{line_no}: not valid JSON ({exc.msg}).") from exc
-            _scoring_items(row, line_no, input_path)
-            rows.append((line_no, row))
+    for line_no, row in iter_jsonl(input_path):
+        _scoring_items(row, line_no, input_path)
+        rows.append((line_no, row))
     return rows
 
 

@@ -148,10 +148,10 @@ def test_data_errors_name_the_problem(tmp_path, tiny_model_dir):
     broken = tmp_path / "broken.jsonl"
     good = json.dumps({"prompt": "Hi", "chosen": "Hello", "rejected": "Go away"})
     broken.write_text("\n".join([good] * 5 + ['{"prompt": "Hi", "chosen": "Hel'] + [good] * 3) + "\n")
-    one_error(_inspect(tmp_path, tiny_model_dir, broken, "pairs"), "line 6", "not valid JSON")
+    one_error(_inspect(tmp_path, tiny_model_dir, broken, "pairs"), "broken.jsonl:6:", "not valid JSON")
     not_object = tmp_path / "list.jsonl"
     not_object.write_text(good + "\n[1, 2]\n")
-    one_error(_inspect(tmp_path, tiny_model_dir, not_object, "pairs"), "line 2", "JSON object")
+    one_error(_inspect(tmp_path, tiny_model_dir, not_object, "pairs"), "list.jsonl:2:", "JSON object")
     csv = tmp_path / "ranked.csv"
     csv.write_text("question,reply,score\nHi,Hello,1\nHi,Go away,2\n")
     one_error(_inspect(tmp_path, tiny_model_dir, csv, "ranked-csv"), "missing 'prompt', 'answer', 'rank'",

@@ -6,6 +6,7 @@ import bz2
 import gzip
 import json
 import lzma
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,26 @@ def _open_text(path: Path) -> IO[str]:
     return opener(path, "rt", encoding="utf-8")  # type: ignore[operator]
 
 
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSON Lines file (compressed or not);
+    a line that is not JSON, or text that is not UTF-8, is a DataError naming the line."""
+    path = Path(path)
+    number = 0
+    try:
+        with _open_text(path) as fh:
+            for number, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}:{number}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}:{number + 1}: not UTF-8 text (byte {exc.start}); save the file as UTF-8.") from None
+    except (OSError, EOFError, lzma.LZMAError) as exc:
+        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); is the file complete?") from None
+
+
 def check_local_file(path: Path) -> None:
     """Checks ``datasets`` reports badly: an empty file, and for JSON Lines the line number of the
     first line that is not a JSON object (``datasets`` names a byte position)."""
@@ -33,22 +54,10 @@ def check_local_file(path: Path) -> None:
     if ".jsonl" not in [s.lower() for s in path.suffixes]:
         return
     rows = 0
-    try:
-        with _open_text(path) as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {number}: not valid JSON ({exc.msg}, column {exc.colno}).") from None
-                if not isinstance(row, dict):
-                    raise DataError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}.")
-                rows += 1
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start} of a line); save it as UTF-8.") from None
-    except (OSError, EOFError, lzma.LZMAError) as exc:
-        raise DataError(f"{path}: cannot be read ({type(exc).__name__}: {exc}); is the file complete?") from None
+    for number, row in iter_jsonl(path):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}.")
+        rows += 1
     if rows == 0:
         raise DataError(f"{path}: the file holds no rows (only blank lines).")
 
