@@ -1,0 +1,50 @@
+"""The README's commands name files that exist, and its example inputs are valid inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+PRODUCED = ("runs/", "exports/", "scored.jsonl", "demo_out")  # written by an earlier command of the README
+
+
+def readme_commands() -> list[list[str]]:
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        joined = block.replace("\\\n", " ")
+        for line in joined.splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("rewardkit "):
+                commands.append(shlex.split(line))
+    return commands
+
+
+def test_readme_commands_name_files_that_exist():
+    commands = readme_commands()
+    assert len(commands) >= 6
+    missing = []
+    for cmd in commands:
+        for arg in cmd[1:]:
+            looks_like_file = not arg.startswith("-") and re.search(r"\.(ya?ml|jsonl|txt|csv|gz)$", arg)
+            if looks_like_file and not arg.startswith(("../", *PRODUCED)) and not (ROOT / arg).exists():
+                missing.append((" ".join(cmd), arg))
+    assert not missing, missing
+
+
+def test_readme_example_inputs_score(tiny_model_dir, tmp_path):
+    """`rewardkit score MODEL examples/prompts_and_responses.jsonl` as the README writes it."""
+    score = next(c for c in readme_commands() if c[1] == "score")
+    out = tmp_path / "scored.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "reward.cli", "score", str(tiny_model_dir), score[3], "--out", str(out),
+                           "--no_progress"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 3 and len(rows[0]["scores"]) == 3 and isinstance(rows[1]["score"], float)
+    prompts = (ROOT / next(c for c in readme_commands() if c[1] == "demo")[5]).read_text().splitlines()
+    assert len([p for p in prompts if p.strip()]) == 3
