@@ -200,10 +200,9 @@ def key_table() -> dict[str, dict[str, Any]]:
     table = _table_from_classes()
     if path is not None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(table))
-            os.replace(tmp, path)
+            from .rundir import atomic_write_text  # torch-free, like this module
+
+            atomic_write_text(path, json.dumps(table))
         except OSError:  # a read-only home only costs speed
             pass
     return table

@@ -6,8 +6,10 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 RUN_COMPLETE = "run_complete.json"
 TRAIN_PROMPTS = "train_prompt_hashes.json"
@@ -55,16 +57,30 @@ def held_out_reward_stats(run_dir: str | Path) -> tuple[float | None, float | No
     return ev.get("reward_mean"), ev.get("reward_std"), metrics
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write via a temporary file in the same folder and rename: readers see old or new, never half."""
+@contextmanager
+def atomic_file(path: str | Path, newline: str | None = None) -> Iterator[IO[str]]:
+    """A text file written under a hidden temporary name beside ``path`` and renamed onto it only when
+    the block ends normally: readers see the old file or the whole new one, never half; on an error,
+    Ctrl-C or SIGTERM the temporary file is removed. Published with the umask's mode (not mkstemp's 0600).
+    The one write-then-rename helper of the package."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.partial-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+        set_default_mode(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through :func:`atomic_file`."""
+    with atomic_file(path) as fh:
         fh.write(text)
-    set_default_mode(tmp)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .data.formatting import Message, as_messages, encode_pairs
 from .errors import RewardkitError
-from .rundir import TRAIN_PROMPTS, held_out_reward_stats, set_default_mode
+from .rundir import TRAIN_PROMPTS, atomic_file, held_out_reward_stats
 
 logger = logging.getLogger(__name__)
 Prompt = str | Sequence[Message]
@@ -545,8 +545,6 @@ def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: 
     never leaves a partial file under the output name. ``rows``: :func:`read_scoring_rows` output,
     when the caller checked the file before loading the model. ``pack_tokens``: a row's prompt is
     computed once for all its responses (:meth:`RewardModel.score_sequence_groups`)."""
-    import os
-    import tempfile
 
     if top_k is not None and top_k < 1:
         from .data.report import DataError
@@ -561,9 +559,8 @@ def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(rows), desc="scoring", unit="row")
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.partial-")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with atomic_file(out) as fh:
             for start in range(0, len(rows), chunk_rows):
                 chunk = rows[start:start + chunk_rows]
                 items = [_scoring_items(row, n, input_path) for n, row in chunk]
@@ -585,11 +582,6 @@ def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: 
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 if bar is not None:
                     bar.update(len(chunk))
-        set_default_mode(tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     finally:
         if bar is not None:
             bar.close()

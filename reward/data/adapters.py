@@ -293,15 +293,13 @@ def adapt_ranked_csv(rows: Iterable[dict], source: DataSource, report: DataRepor
 
 def write_pairs_csv(pairs: list[Pair], path: str | Path) -> None:
     """Write pairs as ``prompt,chosen,rejected`` (prompt = the last user turn), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    from ..rundir import atomic_file
+
+    with atomic_file(path, newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["prompt", "chosen", "rejected"])
         for p in pairs:
             writer.writerow([p["prompt"][-1]["content"] if p["prompt"] else "", p["chosen"], p["rejected"]])
-    tmp.replace(path)
 
 
 ADAPTERS: dict[str, Callable[[Iterable[dict], DataSource, DataReport], list[Pair]]] = {
