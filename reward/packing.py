@@ -28,6 +28,7 @@ runs the prompt twice). Three ways to apply the rule (``packed_attention`` in a 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 from collections.abc import Iterator, Sequence
@@ -229,8 +230,12 @@ def attn_implementation(model: Any) -> str:
 
 def varlen_available(device: torch.device | str) -> bool:
     """Whether FlashAttention varlen (``torch.nn.attention.varlen``) can run on ``device``."""
-    if torch.device(device).type != "cuda":
-        return False
+    return torch.device(device).type == "cuda" and _has_varlen_module()
+
+
+@functools.cache
+def _has_varlen_module() -> bool:
+    # looked up once: the attention function asks on every layer of every forward
     import importlib.util
 
     try:
@@ -263,7 +268,9 @@ def set_packed_attention(model: Any, mode: str, device: torch.device | str, half
                              "this run is fp32 or the kernel is missing: use packed_attention: dense or auto.")
         _register_varlen()
     if impl != current:
-        _config_holder(model).set_attn_implementation(impl)
+        # a PEFT wrapper forwards attributes only partly: switch the transformers model itself
+        target = model.get_base_model() if hasattr(model, "get_base_model") else _config_holder(model)
+        target.set_attn_implementation(impl)
     return impl
 
 

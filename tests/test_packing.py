@@ -184,3 +184,14 @@ def test_token_budget_batches():
     assert again != batches and sorted(map(tuple, again)) == sorted(map(tuple, batches))  # new order, same batches
     s.set_epoch(0)
     assert list(s) == batches  # seeded
+
+
+def test_packed_attention_switches_a_peft_wrapped_model(tiny_model_dir):
+    """Scoring a LoRA run sets the attention on base + adapter: the switch must reach the real model."""
+    from peft import LoraConfig, get_peft_model
+
+    from reward.packing import VARLEN, attn_implementation, set_packed_attention
+
+    model = get_peft_model(_model(tiny_model_dir, "sdpa"), LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["q_proj"]))
+    assert set_packed_attention(model, "varlen", "cpu") == VARLEN
+    assert attn_implementation(model) == VARLEN and model.get_base_model().config._attn_implementation == VARLEN
