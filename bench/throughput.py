@@ -88,7 +88,7 @@ def sync(device: torch.device) -> None:
 def load_pairs(path: Path, n: int) -> list[dict]:
     from reward.data import DataReport
     from reward.data.adapters import adapt_hh_rlhf
-    from reward.recipe import DataSource
+    from reward.data.sources import DataSource
 
     rows = [json.loads(x) for x in gzip.open(path, "rt")][:n]
     return adapt_hh_rlhf(rows, DataSource(path=str(path), format="hh-rlhf"), DataReport())

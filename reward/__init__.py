@@ -9,8 +9,12 @@ __all__ = ["RewardModel", "RewardModelEvaluator", "__version__"]
 
 
 def __getattr__(name: str):  # lazy: `import reward` stays cheap for the CLI's recipe checks
-    if name in ("RewardModel", "RewardModelEvaluator"):
-        from . import scoring
+    if name == "RewardModel":
+        from .scoring import RewardModel
 
-        return getattr(scoring, name)
+        return RewardModel
+    if name == "RewardModelEvaluator":
+        from .legacy import RewardModelEvaluator
+
+        return RewardModelEvaluator
     raise AttributeError(name)

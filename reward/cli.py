@@ -1,4 +1,4 @@
-"""``rewardkit train | data inspect | eval | score | demo | export | plan``.
+"""``rewardkit train | data inspect | eval | score | serve | demo | export | plan``.
 
 Every command validates its inputs before loading a model, and turns any ``RewardkitError``
 (``reward.errors``) into one ``error:`` line and exit status 2.
@@ -51,7 +51,7 @@ def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .data import prepare_data
+    from .data import DataSettings, prepare_data
     from .modeling import load_tokenizer
     from .recipe import parse_source
 
@@ -67,23 +67,21 @@ def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
                    for i, s in enumerate(sources)]
     tok = load_tokenizer(recipe.model.model_name_or_path, recipe.data.gguf_file, recipe.model.model_revision,
                          recipe.training.trust_remote_code)
-    d = recipe.data
-    data = prepare_data(sources, tok, recipe.training.max_length, d.truncation, recipe.training.seed,
-                        d.eval_split_size, d.max_train_samples, d.max_eval_samples, d.cache_dir)
+    data = prepare_data(sources, tok, DataSettings.from_recipe(recipe))
     print(data.report.to_json() if ns.json else data.report.summary())
     return 0
 
 
 def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .evaluation import metrics_json, summary_lines, write_report
+    from .evaluation import evaluate_file, metrics_json, summary_lines, write_report
     from .scoring import RewardModel
 
     rm = RewardModel.from_pretrained(ns.model, device=ns.device, trust_remote_code=ns.trust_remote_code)
-    result = rm.evaluate_file(ns.data, fmt=ns.format, max_length=ns.max_length, batch_size=ns.batch_size,
-                              max_pairs=ns.max_pairs, exclude_seen=not ns.include_seen, split=ns.split,
-                              progress=not ns.no_progress, pack_tokens=ns.pack_tokens)
-    metrics = result["metrics"]
-    metrics["data"] = data = result["report"]
+    result = evaluate_file(rm, ns.data, fmt=ns.format, max_length=ns.max_length, batch_size=ns.batch_size,
+                           max_pairs=ns.max_pairs, exclude_seen=not ns.include_seen, split=ns.split,
+                           progress=not ns.no_progress, pack_tokens=ns.pack_tokens)
+    metrics = result.metrics
+    metrics["data"] = data = result.report
     seen = data["dropped"].get("prompt_seen_in_training", 0)
     if seen:
         print(f"left out {seen} of {data['total']} pairs whose prompt the model trained on "
@@ -95,9 +93,8 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
         print(f"warning: {ns.model} does not record its training prompts (no train_prompt_hashes.json): "
               "cannot check that these pairs are unseen", file=sys.stderr)
     if ns.report:
-        write_report(ns.report, metrics, result["chosen"], result["rejected"], result["chosen_len"],
-                     result["rejected_len"], title=f"Evaluation of {ns.model} on {ns.data}",
-                     max_length=data["max_length"])
+        write_report(ns.report, metrics, result.chosen, result.rejected, result.chosen_len, result.rejected_len,
+                     title=f"Evaluation of {ns.model} on {ns.data}", max_length=data["max_length"])
     if ns.json:
         print(metrics_json(metrics))
     else:
@@ -109,7 +106,8 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
     from .data.report import DataError
-    from .scoring import RewardModel, check_output_file, read_scoring_rows, score_jsonl
+    from .scorefile import check_output_file, read_scoring_rows, score_jsonl
+    from .scoring import RewardModel
 
     if ns.top_k is not None and ns.top_k < 1:
         raise DataError(f"--top_k must be at least 1 (got {ns.top_k}).")
@@ -137,6 +135,15 @@ def cmd_export(ns: argparse.Namespace, rest: list[str]) -> int:
                dtype=ns.dtype, verify_pairs=ns.verify_pairs, tolerance=ns.tolerance,
                share_train_prompt_hashes=ns.share_train_prompt_hashes, trust_remote_code=ns.trust_remote_code)
     return 0
+
+
+def cmd_serve(ns: argparse.Namespace, rest: list[str]) -> int:
+    from .serve import ServeSettings, serve
+
+    settings = ServeSettings(max_batch_tokens=ns.max_batch_tokens, max_wait_ms=ns.max_wait_ms,
+                             max_body_bytes=ns.max_body_bytes, max_responses=ns.max_responses)
+    return serve(ns.model, host=ns.host, port=ns.port, device=ns.device, trust_remote_code=ns.trust_remote_code,
+                 settings=settings, max_length=ns.max_length)
 
 
 def cmd_plan(ns: argparse.Namespace, rest: list[str]) -> int:
@@ -252,6 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "given prompt was trained on)")
     x.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     x.set_defaults(fn=cmd_export)
+
+    sv = sub.add_parser("serve", help="HTTP reward server: /v1/score, OpenRLHF's /get_reward, /health, /metrics")
+    sv.add_argument("model", help="run directory, exported model directory or Hub id")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    sv.add_argument("--port", type=POSITIVE_INT, default=8000)
+    sv.add_argument("--max_batch_tokens", type=POSITIVE_INT, default=4096,
+                    help="tokens per packed row; requests arriving together are packed up to this")
+    sv.add_argument("--max_wait_ms", type=_number(float, 0), default=5.0,
+                    help="how long a request waits for others to share its batch")
+    sv.add_argument("--max_length", type=POSITIVE_INT, default=None, help="default: the run's max_length")
+    sv.add_argument("--max_body_bytes", type=POSITIVE_INT, default=8 * 2**20, help="larger bodies get 413")
+    sv.add_argument("--max_responses", type=POSITIVE_INT, default=1024,
+                    help="responses (or queries) per request; more get 413")
+    sv.add_argument("--device", default=None)
+    sv.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
+    sv.set_defaults(fn=cmd_serve)
 
     pl = sub.add_parser("plan", help="per-GPU memory estimate and a fits / does-not-fit verdict")
     pl.add_argument("recipe")

@@ -7,27 +7,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .scoring import RewardModel, iter_prompts
+from .scorefile import iter_prompts
+from .scoring import RewardModel
 
 
 def load_policy(name_or_path: str, gguf_file: str | None, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """A causal LM (Hub id, folder or GGUF, through ``reward.modeling.load_pretrained``) and its tokenizer."""
     import torch
-    from transformers import AutoModelForCausalLM, GgufConfig
+    from transformers import AutoModelForCausalLM
 
-    from .modeling import _drop_gguf_quantizer, check_remote_code, load_tokenizer, remote_code_refused, resolve_model_path
+    from .modeling import load_pretrained, load_tokenizer, resolve_model_path
 
-    path, gguf = resolve_model_path(name_or_path, gguf_file)
-    check_remote_code(path, trust_remote_code)
+    _, gguf = resolve_model_path(name_or_path, gguf_file)
     tok = load_tokenizer(name_or_path, gguf, trust_remote_code=trust_remote_code)
-    kwargs: dict[str, Any] = {"dtype": torch.float32, "trust_remote_code": bool(trust_remote_code)}
-    if gguf:
-        kwargs.update(gguf_file=gguf, quantization_config=GgufConfig(gguf_file=gguf, dequantize=True))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except ValueError as exc:
-        raise (remote_code_refused(name_or_path, exc) or exc) from None
-    if gguf:
-        _drop_gguf_quantizer(model)
+    model = load_pretrained(AutoModelForCausalLM, name_or_path, gguf, trust_remote_code=trust_remote_code,
+                            dtype=torch.float32)
     return model.eval(), tok
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .rundir import METRICS, atomic_write_text, metrics_json
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -117,21 +120,6 @@ def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
     return out
 
 
-def _finite(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
-def metrics_json(metrics: dict[str, Any]) -> str:
-    """JSON with NaN written as null (strict JSON readers reject NaN)."""
-    return json.dumps(_finite(metrics), indent=2)
-
-
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     lines = [
         f"pairs: {metrics['n_pairs']}  accuracy: {metrics['accuracy']:.4f}"
@@ -230,8 +218,8 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequen
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)  # below: the cloud fills the axes
         files.append(_save(fig, out / "reward_vs_length.png"))
 
-    (out / "metrics.json").write_text(metrics_json(metrics))
-    files.append(out / "metrics.json")
+    atomic_write_text(out / METRICS, metrics_json(metrics))
+    files.append(out / METRICS)
     rows = []
     for i in range(len(c)):
         row: dict[str, Any] = {"pair": i, "chosen": float(c[i]), "rejected": float(r[i])}
@@ -259,3 +247,59 @@ def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+@dataclass
+class FileEvaluation:
+    """What :func:`evaluate_file` found: metrics, each pair's rewards and response lengths, data counts."""
+
+    metrics: dict[str, Any]
+    chosen: list[float]
+    rejected: list[float]
+    chosen_len: list[int]
+    rejected_len: list[int]
+    report: dict[str, Any]
+    """Rows read, kept and dropped (with reasons), whether training prompts were known, cuts."""
+
+
+def evaluate_file(rm: Any, path: str, fmt: str = "pairs", max_length: int | None = None, batch_size: int = 16,
+                  max_pairs: int | None = None, exclude_seen: bool = True, split: str = "train",
+                  progress: bool = True, pack_tokens: int | None = None) -> FileEvaluation:
+    """Every pair of a preference file or Hub dataset (any adapter format) → metrics and per-pair
+    rewards of ``rm`` (a :class:`reward.scoring.RewardModel`).
+
+    With ``exclude_seen`` (the default), pairs whose prompt the model trained on are left out and
+    counted as ``prompt_seen_in_training`` — an evaluation on training data looks better than it is.
+    Each response is fitted to ``max_length`` as ``rm.score`` fits it (``rm.encode``), so a pair's
+    rewards are the ones ``score`` returns; ``pack_tokens`` (0: padded) is ``rm.score_sequence_groups``'.
+    """
+    from .data.pipeline import collect_pairs, prompt_hash
+    from .data.report import DataReport
+    from .recipe import parse_source
+
+    report = DataReport()
+    pairs, _ = collect_pairs([parse_source(0, {"path": path, "format": fmt, "split": split})], report,
+                             eval_split_size=0.0)
+    seen = rm.trained_prompt_hashes() if exclude_seen else None
+    if seen:
+        kept = [p for p in pairs if prompt_hash(p) not in seen]
+        report.drop("prompt_seen_in_training", len(pairs) - len(kept))
+        pairs = kept
+    if not pairs:
+        from .data.report import DataError
+
+        raise DataError(f"{path}: no pairs left to evaluate:\n{report.summary()}")
+    if max_pairs is not None and len(pairs) > max_pairs:
+        report.drop("max_pairs", len(pairs) - max_pairs)
+        pairs = pairs[:max_pairs]
+    report.kept_eval = len(pairs)
+    report.check()
+    encoded = rm.encode([p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs], max_length)
+    rewards = rm.score_sequence_groups(encoded.groups, batch_size=batch_size, pack_tokens=pack_tokens, progress=progress)
+    chosen, rejected = [r[0] for r in rewards], [r[1] for r in rewards]
+    clen, rlen = [n[0] for n in encoded.response_lengths], [n[1] for n in encoded.response_lengths]
+    summary = report.to_dict()
+    return FileEvaluation(compute_metrics(chosen, rejected, clen, rlen), chosen, rejected, clen, rlen,
+                          {**{k: summary[k] for k in ("total", "kept", "dropped", "repaired")},
+                           "training_prompts_known": seen is not None if exclude_seen else None,
+                           "max_length": max_length or rm.max_length, "responses_cut_to_max_length": encoded.responses_cut})

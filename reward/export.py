@@ -19,10 +19,20 @@ from typing import Any
 import yaml
 
 from .errors import RewardkitError
-from .rundir import RUN_COMPLETE, TRAIN_PROMPTS, atomic_write_text, held_out_reward_stats, is_run_complete, set_default_modes
+from .modeling import parse_dtype
+from .rundir import (
+    EXPORT_INFO,
+    RESOLVED_RECIPE,
+    RUN_COMPLETE,
+    RUN_INFO,
+    TRAIN_PROMPTS,
+    atomic_write_text,
+    held_out_reward_stats,
+    is_run_complete,
+    set_default_modes,
+)
 
 logger = logging.getLogger(__name__)
-EXPORT_INFO = "rewardkit.json"
 PROBES = [  # used for verification when the run's held-out data cannot be rebuilt
     ("How do I boil an egg?", "Put the egg in boiling water for about nine minutes, then cool it in cold water."),
     ("How do I boil an egg?", "Eggs are oval."),
@@ -37,16 +47,9 @@ class ExportError(RewardkitError, RuntimeError):
     """The export would not reproduce the run's rewards, or the run cannot be exported."""
 
 
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"float32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-            "fp16": torch.float16, "float16": torch.float16}[name]
-
-
 def default_tolerance(dtype_name: str) -> float:
     """Max |Δreward| accepted: fp32 must agree to float rounding; 16-bit exports to their precision."""
-    return 1e-4 if _torch_dtype(dtype_name).itemsize == 4 else 5e-2
+    return 1e-4 if parse_dtype(dtype_name).itemsize == 4 else 5e-2
 
 
 def consolidate_deepspeed(run: Path) -> Path | None:
@@ -70,7 +73,7 @@ def consolidate_deepspeed(run: Path) -> Path | None:
     save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
     for f in run.glob("tokenizer*"):
         shutil.copy(f, out / f.name)
-    for f in ("rewardkit_run.json", "chat_template.jinja", "special_tokens_map.json"):
+    for f in (RUN_INFO, "chat_template.jinja", "special_tokens_map.json"):
         for where in (run, run.parent):  # a checkpoint folder's run info is in the run above it
             if (where / f).exists():
                 shutil.copy(where / f, out / f)
@@ -86,17 +89,15 @@ def _has_weights(path: Path) -> bool:
 def verification_sequences(run: Path, tokenizer: Any, n: int) -> tuple[list[list[int]], str]:
     """Token sequences (chosen and rejected) of the run's held-out pairs, rebuilt from its recipe;
     the fixed probe pairs when the data cannot be read (e.g. a Hub dataset offline)."""
-    resolved = run / "recipe.resolved.yaml"
+    resolved = run / RESOLVED_RECIPE
     if resolved.is_file():
         try:
-            from .data.pipeline import prepare_data
+            from .data.pipeline import DataSettings, prepare_data
             from .recipe import parse_source
 
             r = yaml.safe_load(resolved.read_text())
             sources = [parse_source(i, s) for i, s in enumerate(r["datasets"])]
-            data = prepare_data(sources, tokenizer, r.get("max_length"), r.get("truncation", "left"), r.get("seed", 42),
-                                r.get("eval_split_size", 0.2), r.get("max_train_samples"), r.get("max_eval_samples"),
-                                r.get("cache_dir"))
+            data = prepare_data(sources, tokenizer, DataSettings.from_mapping(r))
             ds = data.eval if data.eval is not None else data.train
             ds = ds.select(range(min(n, len(ds))))
             return [list(x) for x in ds["chosen_ids"]] + [list(x) for x in ds["rejected_ids"]], "held-out pairs"
@@ -142,7 +143,7 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
             if not _has_weights(weights):
                 raise ExportError(f"{run}: no model weights, adapter or DeepSpeed checkpoint to export")
         tol = tolerance if tolerance is not None else default_tolerance(dtype)
-        target_dtype = _torch_dtype(dtype)
+        target_dtype = parse_dtype(dtype)
 
         reference = RewardModel.from_pretrained(str(weights), device="cpu", dtype=torch.float32,
                                                 trust_remote_code=trust_remote_code)
@@ -244,7 +245,7 @@ def _write_export(out: Path, run: Path, weights: Path, model: Any, tokenizer: An
 def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokenizer: Any) -> str:
     """A Hub model card: base, data, recipe, metrics, usage, license. Never a token."""
     recipe_text = ""
-    resolved = run / "recipe.resolved.yaml"
+    resolved = run / RESOLVED_RECIPE
     if resolved.is_file():
         recipe = yaml.safe_load(resolved.read_text())
         keep = ["model_name_or_path", "gguf_file", "datasets", "max_length", "truncation", "use_peft", "lora_r",

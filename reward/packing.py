@@ -33,9 +33,11 @@ import inspect
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+
+from .seams import attn_implementation, config_holder
 
 PROMPT, CHOSEN, REJECTED = 0, 1, 2
 VARLEN = "rewardkit_varlen"  # the attention implementation name registered with transformers
@@ -180,6 +182,14 @@ class ScoreCapture:
         self.value: torch.Tensor | None = None
         self.handle = head.register_forward_hook(self._hook)
 
+    @classmethod
+    def for_model(cls, model: Any) -> ScoreCapture:
+        """A capture on ``model``'s reward head (inside a PEFT wrapper too): the one place the hook is set up."""
+        from .modeling import head_name
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return cls(getattr(base, head_name(model)))
+
     def _hook(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
         self.value = output
 
@@ -196,7 +206,7 @@ class ScoreCapture:
 def packed_token_rewards(model: Any, capture: ScoreCapture, batch: dict[str, Any],
                          inner: Any | None = None) -> torch.Tensor:
     """Run ``model`` on a packed batch; return the score head's output at every token, [T]."""
-    holder = _config_holder(inner if inner is not None else model)
+    holder = config_holder(inner if inner is not None else model)
     mask = attention_mask_for(holder, batch["pair_ids"], batch["segment_ids"])
     extra = {}
     if attn_implementation(holder) == VARLEN:  # reaches every attention layer through the model's **kwargs
@@ -213,21 +223,7 @@ def packed_rewards(model: Any, capture: ScoreCapture, batch: dict[str, torch.Ten
     return logits[batch["chosen_index"]], logits[batch["rejected_index"]]
 
 
-def _config_holder(model: Any) -> Any:
-    while not hasattr(model, "config") and hasattr(model, "module"):
-        model = model.module
-    return model
-
-
 # --- attention implementations ------------------------------------------------------------------
-# transformers' attention registry and ``config._attn_implementation`` are the one private-ish
-# seam used here: every read and write of them goes through the two functions below.
-
-def attn_implementation(model: Any) -> str:
-    """The attention implementation a (possibly wrapped) model runs."""
-    return getattr(_config_holder(model).config, "_attn_implementation", None) or "sdpa"
-
-
 def varlen_available(device: torch.device | str) -> bool:
     """Whether FlashAttention varlen (``torch.nn.attention.varlen``) can run on ``device``."""
     return torch.device(device).type == "cuda" and _has_varlen_module()
@@ -269,7 +265,7 @@ def set_packed_attention(model: Any, mode: str, device: torch.device | str, half
         _register_varlen()
     if impl != current:
         # a PEFT wrapper forwards attributes only partly: switch the transformers model itself
-        target = model.get_base_model() if hasattr(model, "get_base_model") else _config_holder(model)
+        target = model.get_base_model() if hasattr(model, "get_base_model") else config_holder(model)
         target.set_attn_implementation(impl)
     return impl
 
@@ -407,3 +403,52 @@ def packed_pair_lengths(dataset: Any) -> list[int]:
     """Tokens each pair takes in a packed row: the prompt once plus both responses."""
     return [len(c) + len(r) - int(p) for c, r, p in zip(dataset["chosen_ids"], dataset["rejected_ids"],
                                                        dataset["prompt_len"])]
+
+
+# --- inference rows ------------------------------------------------------------------------------
+
+def common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``seqs`` share (the prompt, plus any common start of the answers)."""
+    n = 0
+    for column in zip(*seqs):
+        if any(t != column[0] for t in column):
+            break
+        n += 1
+    return n
+
+
+class PackedPart(NamedTuple):
+    """A group's share of a packed row: its sequences ``first``, ``first + 1``, … as prefix + suffix."""
+
+    group: int
+    """Index of the group (a pair, a prompt's n answers) in the caller's list."""
+    first: int
+    """Index, inside its group, of the first sequence this part holds."""
+    prefix: list[int]
+    """The tokens all the group's sequences start with, computed once."""
+    suffixes: list[list[int]]
+
+
+def pack_rows(groups: Sequence[Sequence[Sequence[int]]], budget: int) -> list[list[PackedPart]]:
+    """Greedy next-fit of groups, longest first, into rows of at most ``budget`` tokens; a group whose
+    prefix + suffixes exceed the budget is split into parts that each repeat the prefix."""
+    parts = []
+    for g, seqs in enumerate(groups):
+        p = common_prefix(seqs) if len(seqs) > 1 else 0
+        prefix, first, suffixes, cost = seqs[0][:p], 0, [], p
+        for j, s in enumerate(seqs):
+            if suffixes and cost + len(s) - p > budget:
+                parts.append((cost, PackedPart(g, first, list(prefix), suffixes)))
+                first, suffixes, cost = j, [], p
+            suffixes.append(list(s[p:]))
+            cost += len(s) - p
+        parts.append((cost, PackedPart(g, first, list(prefix), suffixes)))
+    rows: list[list[PackedPart]] = []
+    used = budget  # the first part opens a row
+    for cost, part in sorted(parts, key=lambda x: x[0], reverse=True):
+        if used + cost > budget:
+            rows.append([])
+            used = 0
+        rows[-1].append(part)
+        used += cost
+    return rows

@@ -165,6 +165,7 @@ def estimate(shape: Shape, name: str, gpus: int, zero_stage: int, offload_optimi
 def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_machines: int = 1,
                      gpu_memory_gb: float = 80.0) -> Plan:
     from .launching import read_accelerate_config
+    from .seams import checkpointing_enabled
 
     acc = read_accelerate_config(accelerate_config)
     gpus = num_gpus * num_machines
@@ -176,7 +177,7 @@ def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_mac
                   token_budget=recipe.data.max_tokens_per_batch if recipe.data.packing else None)
     current = dict(zero_stage=acc["zero_stage"], offload_optimizer=acc["offload_optimizer"],
                    offload_params=acc["offload_params"], lora=bool(recipe.model.use_peft),
-                   four_bit=bool(recipe.model.load_in_4bit), checkpointing=bool(args.gradient_checkpointing))
+                   four_bit=bool(recipe.model.load_in_4bit), checkpointing=checkpointing_enabled(args))
     plan = estimate(**common, **current)
     levers = {
         "turn on gradient_checkpointing": dict(current, checkpointing=True),

@@ -25,47 +25,19 @@ from typing import Any
 
 import yaml
 
+from .data.adapters import DATA_FORMATS
+from .data.sources import DataSource
 from .errors import RewardkitError
+from .seams import checkpointing_key
 
 logger = logging.getLogger(__name__)
 
-DATA_FORMATS = ("pairs", "hh-rlhf", "helpsteer2", "helpsteer2-binarized", "conversational", "ranked-csv")
 TRUNCATION_POLICIES = ("left", "drop")
 PACKED_ATTENTION = ("auto", "varlen", "flex", "dense")
 
 
 class RecipeError(RewardkitError, ValueError):
     """A recipe that cannot run. The message names the key and the fix."""
-
-
-@dataclass
-class DataSource:
-    """One dataset in a recipe's ``datasets`` list (several are mixed by ``weight``)."""
-
-    path: str
-    """Hub dataset id, local file (jsonl/json/csv/parquet, optionally .gz) or local dataset dir."""
-    format: str = "pairs"
-    """Adapter to the pair format: one of ``DATA_FORMATS``."""
-    split: str = "train"
-    name: str | None = None
-    """Hub dataset config name."""
-    revision: str | None = None
-    columns: dict[str, str] | None = None
-    """Map rewardkit fields (prompt/chosen/rejected/margin/answer/rank/messages) to source columns."""
-    weight: float = 1.0
-    """Fraction of the source to use (<1 subsamples, seeded); >1 repeats rows."""
-    eval_split: str | None = None
-    """A split of the same source to evaluate on; without one, ``eval_split_size`` of the train rows."""
-    # helpsteer2 (raw, per-response attribute scores)
-    score_weights: dict[str, float] | None = None
-    """HelpSteer2: weighted sum of attributes that orders responses (default: helpfulness only)."""
-    use_margin: bool = False
-    """Add the score gap as the Bradley-Terry ``margin``."""
-    # ranked-csv
-    pairing: str = "all"
-    """ranked-csv: ``all`` ordered pairs of a prompt's answers, or ``adjacent`` ranks only."""
-    pairs_out: str | None = None
-    """ranked-csv: also write the generated pairs to this CSV (the original project's answers_pairs.csv)."""
 
 
 @dataclass
@@ -482,16 +454,15 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
         train_kw.setdefault("use_cpu", True)
     # TRL defaults gradient checkpointing on; rewardkit turns it on when the recipe (or `plan`) needs it.
     # transformers 5 renamed it `activation_checkpointing` (the old name warns): take either, pass the new one.
-    if "activation_checkpointing" in table:
+    key = checkpointing_key(table)
+    if key == "activation_checkpointing":
         for old, new in (("gradient_checkpointing", "activation_checkpointing"),
                          ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
             if old in train_kw and new not in train_kw:
                 train_kw[new] = train_kw.pop(old)
             elif old in train_kw:
                 raise RecipeError(f"recipe keys '{old}' and '{new}' are the same setting: keep '{new}'.")
-        train_kw.setdefault("activation_checkpointing", False)
-    else:
-        train_kw.setdefault("gradient_checkpointing", False)
+    train_kw.setdefault(key, False)
     # transformers checks every step's loss for NaN/inf on the host (a device sync per step) only to
     # hide it from the log; rewardkit logs the loss as it is.
     train_kw.setdefault("logging_nan_inf_filter", False)

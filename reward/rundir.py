@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -11,9 +12,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+# Every file name of a run directory (and of an export), defined once.
 RUN_COMPLETE = "run_complete.json"
+"""Written last, by the main process: the run finished (finish time and global step)."""
 TRAIN_PROMPTS = "train_prompt_hashes.json"
 """Hashes of the prompts a run trained on: `rewardkit eval` leaves pairs with these prompts out."""
+RUN_INFO = "rewardkit_run.json"
+"""How to reload the run: base model (Hub id, folder or GGUF), LoRA or not, length policy."""
+EXPORT_INFO = "rewardkit.json"
+"""An export's completeness and ownership mark (written last into an export folder)."""
+METRICS = "metrics.json"
+DATA_REPORT = "data_report.json"
+ENVIRONMENT = "environment.json"
+RESOLVED_RECIPE = "recipe.resolved.yaml"
+EVAL_REPORT = "eval_report"
+EVAL_REWARDS = "eval_report/rewards.json"
+"""The trained model's own rewards on held-out pairs: reloads and exports are checked against them."""
+LOG_DIR = "logs"
+TRAIN_LOG = "logs/train.log"
+TRAIN_LOG_JSONL = "logs/train_log.jsonl"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -50,8 +67,8 @@ def set_default_modes(folder: str | Path) -> None:
 
 
 def held_out_reward_stats(run_dir: str | Path) -> tuple[float | None, float | None, dict[str, Any]]:
-    """(reward mean, reward std, all metrics) of a run's held-out evaluation (``metrics.json``)."""
-    path = Path(run_dir) / "metrics.json"
+    """(reward mean, reward std, all metrics) of a run's held-out evaluation (:data:`METRICS`)."""
+    path = Path(run_dir) / METRICS
     metrics = json.loads(path.read_text()) if path.is_file() else {}
     ev = metrics.get("eval") or {}
     return ev.get("reward_mean"), ev.get("reward_std"), metrics
@@ -83,9 +100,22 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_json(path: str | Path, data: Any) -> Path:
-    from .evaluation import metrics_json
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
 
+
+def metrics_json(metrics: dict[str, Any]) -> str:
+    """JSON with NaN written as null (strict JSON readers reject NaN)."""
+    return json.dumps(_finite(metrics), indent=2)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, metrics_json(data) if isinstance(data, dict) else json.dumps(data, indent=2))
 
 

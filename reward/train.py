@@ -11,17 +11,36 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from transformers import TrainerCallback
 
+from .evaluation import write_report
 from .recipe import Recipe
-from .rundir import RUN_COMPLETE, TRAIN_PROMPTS, environment, latest_checkpoint, set_default_modes, write_json
+from .rundir import (
+    DATA_REPORT,
+    ENVIRONMENT,
+    EVAL_REPORT,
+    EVAL_REWARDS,
+    LOG_DIR,
+    METRICS,
+    RESOLVED_RECIPE,
+    RUN_COMPLETE,
+    RUN_INFO,
+    TRAIN_LOG,
+    TRAIN_LOG_JSONL,
+    TRAIN_PROMPTS,
+    atomic_write_text,
+    environment,
+    latest_checkpoint,
+    set_default_modes,
+    write_json,
+)
 
 logger = logging.getLogger("reward")
-RUN_INFO = "rewardkit_run.json"
 
 
 def _setup_logging(run_dir: Path, is_main: bool) -> None:
@@ -33,8 +52,8 @@ def _setup_logging(run_dir: Path, is_main: bool) -> None:
         stream.setFormatter(fmt)
         root.addHandler(stream)
     if is_main:
-        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "logs" / "train.log")
+        (run_dir / LOG_DIR).mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(run_dir / TRAIN_LOG)
         fh.setFormatter(fmt)
         root.addHandler(fh)
 
@@ -76,130 +95,52 @@ class _StepDelayCallback(TrainerCallback):
         time.sleep(self.seconds)
 
 
-def run_training(recipe: Recipe) -> Path:
-    """Train; returns the run directory (``output_dir``)."""
-    import torch
-    from accelerate import PartialState
+class RunWriter:
+    """Every file ``rewardkit train`` writes into its run directory, in one place. Only the main
+    process writes; on the other ranks each method does nothing, so callers need no guard."""
 
-    from .data import prepare_data
-    from .evaluation import compute_metrics, summary_lines, write_report
-    from .modeling import build_peft_config, freeze_lower_layers, load_reward_model, load_tokenizer, preflight_lora_targets
-    from .trainer import RewardkitTrainer
+    def __init__(self, run_dir: str | Path, is_main: bool):
+        self.dir = Path(run_dir)
+        self.is_main = is_main
 
-    args, margs, dargs = recipe.training, recipe.model, recipe.data
-    preflight_lora_targets(margs, dargs.gguf_file, args.trust_remote_code)  # before anything is loaded or written
-    state = PartialState()
-    run_dir = Path(args.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(run_dir, state.is_main_process)
-    started = time.time()
+    def data_report(self, data: Any) -> None:
+        """The data step's counts, drops and lengths (also when it left nothing to train on)."""
+        if self.is_main:
+            write_json(self.dir / DATA_REPORT, data.report.to_dict())
 
-    tokenizer = load_tokenizer(margs.model_name_or_path, dargs.gguf_file, margs.model_revision, args.trust_remote_code)
-    data = prepare_data(recipe.sources, tokenizer, args.max_length, dargs.truncation, args.seed, dargs.eval_split_size,
-                        dargs.max_train_samples, dargs.max_eval_samples, dargs.cache_dir)
-    if state.is_main_process:
-        logger.info("data:\n%s", data.report.summary())
-        write_json(run_dir / "data_report.json", data.report.to_dict())
+    def start(self, recipe: Recipe, data: Any, run_info: dict[str, Any]) -> None:
+        """Before training: what the run is (resolved recipe, environment, how to reload it), its data
+        report and training prompt hashes, and no completion stamp (a rerun is unfinished until it ends)."""
+        if not self.is_main:
+            return
+        self.data_report(data)
         # Hashes, not text: enough for `rewardkit eval` to leave out what the model trained on.
-        write_json(run_dir / TRAIN_PROMPTS, {"hash": "sha1(prompt json)[:16]", "prompts": data.train_prompt_hashes or []})
-    if data.train is None:
-        from .data.report import DataError
+        write_json(self.dir / TRAIN_PROMPTS, {"hash": "sha1(prompt json)[:16]", "prompts": data.train_prompt_hashes or []})
+        atomic_write_text(self.dir / RESOLVED_RECIPE, yaml.safe_dump(_plain(recipe.resolved()), sort_keys=False))
+        write_json(self.dir / ENVIRONMENT, environment())
+        write_json(self.dir / RUN_INFO, run_info)
+        (self.dir / RUN_COMPLETE).unlink(missing_ok=True)
 
-        raise DataError(f"no training pairs left after preparation; see {run_dir / 'data_report.json'}.")
+    def weights_saved(self) -> None:
+        """After ``save_model``: safetensors writes 0600 whatever the umask."""
+        if self.is_main:
+            set_default_modes(self.dir)
 
-    from transformers import set_seed
+    def evaluation(self, evaluation: dict[str, Any], rewards: dict[str, list[Any]], max_length: int | None) -> None:
+        """The held-out report, and the first 64 pairs' token ids and rewards (:data:`EVAL_REWARDS`)."""
+        if not self.is_main:
+            return
+        write_report(self.dir / EVAL_REPORT, evaluation, rewards["chosen"], rewards["rejected"], rewards["chosen_len"],
+                     rewards["rejected_len"], title=f"Held-out evaluation of {self.dir.name}", max_length=max_length)
+        keys = ("chosen_ids", "rejected_ids", "chosen", "rejected")
+        write_json(self.dir / EVAL_REWARDS, {k: rewards[k][:64] for k in keys})
 
-    # The score head is new (an LM checkpoint has none) and drawn at load time, before the Trainer
-    # seeds anything: seed here, or the same recipe trains a different model each run.
-    set_seed(args.seed)
-    model = load_reward_model(margs, tokenizer, dargs.gguf_file, args.trust_remote_code)
-    if dargs.packing:
-        from .packing import set_packed_attention
-
-        impl = set_packed_attention(model, dargs.packed_attention, state.device, half=bool(args.bf16 or args.fp16
-                                                                                          or margs.load_in_4bit))
-        logger.info("packed forward: %s attention", impl)
-    peft_config = build_peft_config(margs) if margs.use_peft else None
-    if dargs.freeze_trainable_layers is not None:
-        n = freeze_lower_layers(model, dargs.freeze_trainable_layers)
-        logger.info("freeze_trainable_layers=%d: %.1fM trainable parameters", dargs.freeze_trainable_layers, n / 1e6)
-
-    push, hub_id = args.push_to_hub, args.hub_model_id
-    args.push_to_hub = False  # rewardkit pushes a verified export at the end, not raw checkpoints
-    # The Trainer pickles its arguments into every save (training_args.bin): a token must not ride along.
-    # It stays in memory for the push only.
-    hub_token, args.hub_token = args.hub_token, None
-    if args.eval_strategy != "no" and data.eval is None:
-        logger.warning("eval_strategy %s but no eval pairs: evaluation during training is off", args.eval_strategy)
-        args.eval_strategy = "no"
-    resume = _resume_target(args.resume_from_checkpoint, args.output_dir)
-
-    if state.is_main_process:
-        (run_dir / "recipe.resolved.yaml").write_text(yaml.safe_dump(_plain(recipe.resolved()), sort_keys=False))
-        write_json(run_dir / "environment.json", environment())
-        write_json(run_dir / RUN_INFO, {
-            "model_name_or_path": margs.model_name_or_path, "gguf_file": dargs.gguf_file,
-            "model_revision": margs.model_revision, "use_peft": bool(margs.use_peft),
-            "trust_remote_code": bool(args.trust_remote_code), "max_length": args.max_length,
-            "truncation": dargs.truncation, "recipe": recipe.path,
-            "datasets": [s.path for s in recipe.sources],
-        })
-        (run_dir / RUN_COMPLETE).unlink(missing_ok=True)
-
-    trainer = RewardkitTrainer(
-        model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-        processing_class=tokenizer, peft_config=peft_config, packing=dargs.packing,
-        max_tokens_per_batch=dargs.max_tokens_per_batch,
-        callbacks=[_JsonlLogCallback(run_dir / "logs" / "train_log.jsonl")]
-        + ([_StepDelayCallback(float(os.environ["REWARDKIT_STEP_DELAY"]))]
-           if os.environ.get("REWARDKIT_STEP_DELAY") else []),
-    )
-    result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(run_dir))
-    if state.is_main_process:
-        set_default_modes(run_dir)  # safetensors writes 0600 whatever the umask
-
-    report = data.report.to_dict()
-    metrics: dict[str, Any] = {"train": result.metrics,
-                               "data": {k: report[k] for k in ("total", "kept", "dropped", "truncated")}}
-    if data.eval is not None:
-        n = min(len(data.eval), dargs.eval_max_pairs) if dargs.eval_max_pairs else len(data.eval)
-        subset = data.eval.select(range(n))
-        rewards = trainer.predict(subset).predictions
-        if state.is_main_process:
-            chosen, rejected = rewards[:, 0].tolist(), rewards[:, 1].tolist()
-            clen = [len(c) - p for c, p in zip(subset["chosen_ids"], subset["prompt_len"])]
-            rlen = [len(r) - p for r, p in zip(subset["rejected_ids"], subset["prompt_len"])]
-            evaluation = compute_metrics(chosen, rejected, clen, rlen)
-            metrics["eval"] = evaluation
-            write_report(run_dir / "eval_report", evaluation, chosen, rejected, clen, rlen,
-                         title=f"Held-out evaluation of {run_dir.name}", max_length=args.max_length)
-            # The trained model's own rewards: a reloaded or exported model is checked against these.
-            write_json(run_dir / "eval_report" / "rewards.json",
-                       {"chosen_ids": [list(x) for x in subset["chosen_ids"][:64]],
-                        "rejected_ids": [list(x) for x in subset["rejected_ids"][:64]],
-                        "chosen": chosen[:64], "rejected": rejected[:64]})
-    metrics["train_seconds"] = time.time() - started
-    if torch.cuda.is_available():
-        metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
-    if state.is_main_process:
-        write_json(run_dir / "metrics.json", metrics)
-        if "eval" in metrics:
-            for line in summary_lines(metrics["eval"]):
-                logger.info("eval: %s", line)
-            print(f"held-out accuracy: {metrics['eval']['accuracy']:.4f} on {metrics['eval']['n_pairs']} pairs "
-                  f"(report: {run_dir / 'eval_report'})", flush=True)
-        write_json(run_dir / RUN_COMPLETE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                            "global_step": trainer.state.global_step})
-    state.wait_for_everyone()
-    if push and state.is_main_process:
-        from .export import export_run
-
-        export_run(run_dir, run_dir / "export", push_to_hub=hub_id, private=args.hub_private_repo, token=hub_token)
-    del trainer
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return run_dir
+    def finish(self, metrics: dict[str, Any], global_step: int) -> None:
+        """Metrics, then the completion stamp, last."""
+        if not self.is_main:
+            return
+        write_json(self.dir / METRICS, metrics)
+        write_json(self.dir / RUN_COMPLETE, {"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "global_step": global_step})
 
 
 def _plain(value: Any) -> Any:
@@ -211,3 +152,155 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return getattr(value, "value", str(value))
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`setup` prepared: everything :func:`train`, :func:`final_evaluation` and :func:`finish` use."""
+
+    recipe: Recipe
+    state: Any  # accelerate.PartialState
+    writer: RunWriter
+    tokenizer: Any
+    data: Any  # reward.data.PreparedData
+    model: Any
+    peft_config: Any
+    resume: str | None
+    push: dict[str, Any] | None  # the Hub push asked for, done after the run (token kept in memory only)
+    started: float = field(default_factory=time.time)
+
+
+def setup(recipe: Recipe) -> TrainingRun:
+    """Load data and model, settle the arguments, and write the run's metadata (main process)."""
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    from .data import DataSettings, prepare_data
+    from .modeling import build_peft_config, freeze_lower_layers, load_reward_model, load_tokenizer, preflight_lora_targets
+
+    args, margs, dargs = recipe.training, recipe.model, recipe.data
+    preflight_lora_targets(margs, dargs.gguf_file, args.trust_remote_code)  # before anything is loaded or written
+    state = PartialState()
+    writer = RunWriter(args.output_dir, state.is_main_process)
+    writer.dir.mkdir(parents=True, exist_ok=True)
+    _setup_logging(writer.dir, state.is_main_process)
+    started = time.time()
+
+    tokenizer = load_tokenizer(margs.model_name_or_path, dargs.gguf_file, margs.model_revision, args.trust_remote_code)
+    data = prepare_data(recipe.sources, tokenizer, DataSettings.from_recipe(recipe))
+    if state.is_main_process:
+        logger.info("data:\n%s", data.report.summary())
+    if data.train is None:
+        from .data.report import DataError
+
+        writer.data_report(data)
+        raise DataError(f"no training pairs left after preparation; see {writer.dir / DATA_REPORT}.")
+
+    # The score head is new (an LM checkpoint has none) and drawn at load time, before the Trainer
+    # seeds anything: seed here, or the same recipe trains a different model each run.
+    set_seed(args.seed)
+    model = load_reward_model(margs, tokenizer, dargs.gguf_file, args.trust_remote_code)
+    if dargs.packing:
+        from .packing import set_packed_attention
+
+        impl = set_packed_attention(model, dargs.packed_attention, state.device,
+                                    half=bool(args.bf16 or args.fp16 or margs.load_in_4bit))
+        logger.info("packed forward: %s attention", impl)
+    if dargs.freeze_trainable_layers is not None:
+        n = freeze_lower_layers(model, dargs.freeze_trainable_layers)
+        logger.info("freeze_trainable_layers=%d: %.1fM trainable parameters", dargs.freeze_trainable_layers, n / 1e6)
+
+    push = {"repo_id": args.hub_model_id, "private": args.hub_private_repo, "token": args.hub_token} \
+        if args.push_to_hub else None
+    args.push_to_hub = False  # rewardkit pushes a verified export at the end, not raw checkpoints
+    # The Trainer pickles its arguments into every save (training_args.bin): a token must not ride along.
+    args.hub_token = None
+    if args.eval_strategy != "no" and data.eval is None:
+        logger.warning("eval_strategy %s but no eval pairs: evaluation during training is off", args.eval_strategy)
+        args.eval_strategy = "no"
+    resume = _resume_target(args.resume_from_checkpoint, args.output_dir)
+    writer.start(recipe, data, {
+        "model_name_or_path": margs.model_name_or_path, "gguf_file": dargs.gguf_file,
+        "model_revision": margs.model_revision, "use_peft": bool(margs.use_peft),
+        "trust_remote_code": bool(args.trust_remote_code), "max_length": args.max_length,
+        "truncation": dargs.truncation, "recipe": recipe.path, "datasets": [s.path for s in recipe.sources],
+    })
+    return TrainingRun(recipe, state, writer, tokenizer, data, model,
+                       build_peft_config(margs) if margs.use_peft else None, resume, push, started)
+
+
+def train(run: TrainingRun) -> tuple[Any, Any]:
+    """(trainer, train result): ``RewardkitTrainer`` trains and saves the model into the run directory."""
+    from .trainer import RewardkitTrainer
+
+    args, dargs = run.recipe.training, run.recipe.data
+    delay = os.environ.get("REWARDKIT_STEP_DELAY")
+    trainer = RewardkitTrainer(
+        model=run.model, args=args, train_dataset=run.data.train, eval_dataset=run.data.eval,
+        processing_class=run.tokenizer, peft_config=run.peft_config, packing=dargs.packing,
+        max_tokens_per_batch=dargs.max_tokens_per_batch,
+        callbacks=[_JsonlLogCallback(run.writer.dir / TRAIN_LOG_JSONL)]
+        + ([_StepDelayCallback(float(delay))] if delay else []),
+    )
+    result = trainer.train(resume_from_checkpoint=run.resume)
+    trainer.save_model(str(run.writer.dir))
+    run.writer.weights_saved()
+    return trainer, result
+
+
+def final_evaluation(run: TrainingRun, trainer: Any) -> dict[str, Any] | None:
+    """Rewards of the held-out pairs (up to ``eval_max_pairs``) on every rank; metrics and report
+    written by the main process. None without eval pairs."""
+    from .evaluation import compute_metrics
+
+    if run.data.eval is None:
+        return None
+    cap = run.recipe.data.eval_max_pairs
+    subset = run.data.eval.select(range(min(len(run.data.eval), cap) if cap else len(run.data.eval)))
+    rewards = trainer.predict(subset).predictions  # every rank takes part in the forward
+    out = {"chosen": rewards[:, 0].tolist(), "rejected": rewards[:, 1].tolist(),
+           "chosen_ids": [list(x) for x in subset["chosen_ids"]], "rejected_ids": [list(x) for x in subset["rejected_ids"]]}
+    out["chosen_len"] = [len(c) - p for c, p in zip(out["chosen_ids"], subset["prompt_len"])]
+    out["rejected_len"] = [len(r) - p for r, p in zip(out["rejected_ids"], subset["prompt_len"])]
+    evaluation = compute_metrics(out["chosen"], out["rejected"], out["chosen_len"], out["rejected_len"])
+    run.writer.evaluation(evaluation, out, run.recipe.training.max_length)
+    return evaluation
+
+
+def finish(run: TrainingRun, trainer: Any, result: Any, evaluation: dict[str, Any] | None) -> None:
+    """Metrics and the completion stamp (main process), then the verified export's Hub push, if asked."""
+    import torch
+
+    from .evaluation import summary_lines
+
+    report = run.data.report.to_dict()
+    metrics: dict[str, Any] = {"train": result.metrics,
+                               "data": {k: report[k] for k in ("total", "kept", "dropped", "truncated")}}
+    if evaluation is not None:
+        metrics["eval"] = evaluation
+    metrics["train_seconds"] = time.time() - run.started
+    if torch.cuda.is_available():
+        metrics["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    run.writer.finish(metrics, trainer.state.global_step)
+    if run.state.is_main_process and evaluation is not None:
+        for line in summary_lines(evaluation):
+            logger.info("eval: %s", line)
+        print(f"held-out accuracy: {evaluation['accuracy']:.4f} on {evaluation['n_pairs']} pairs "
+              f"(report: {run.writer.dir / EVAL_REPORT})", flush=True)
+    run.state.wait_for_everyone()
+    if run.push and run.state.is_main_process:
+        from .export import export_run
+
+        export_run(run.writer.dir, run.writer.dir / "export", push_to_hub=run.push["repo_id"],
+                   private=run.push["private"], token=run.push["token"])
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_training(recipe: Recipe) -> Path:
+    """Train; returns the run directory (``output_dir``): setup → train → final evaluation → finish."""
+    run = setup(recipe)
+    trainer, result = train(run)
+    evaluation = final_evaluation(run, trainer)
+    finish(run, trainer, result, evaluation)
+    return run.writer.dir

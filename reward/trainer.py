@@ -33,6 +33,7 @@ from .errors import TrainingDiverged
 from .modeling import head_name
 from .packing import PackedPreferenceCollator, ScoreCapture, TokenBudgetBatchSampler, packed_pair_lengths, packed_rewards
 from .recipe import RecipeError
+from .seams import PACKED_COLUMNS
 
 logger = logging.getLogger(__name__)
 _STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")
@@ -94,14 +95,13 @@ class RewardkitTrainer(RewardTrainer):
             logger.info("ZeRO optimizer offload: DeepSpeedCPUAdam instead of %s", type(optimizer).__name__)
         return self.optimizer
 
-    def _set_signature_columns_if_needed(self) -> None:
+    def _set_signature_columns_if_needed(self) -> None:  # seams.TRAINER_SIGNATURE_HOOK: keep the packed columns
         if self._signature_columns is None:
-            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "prompt_len"]
+            self._signature_columns = list(PACKED_COLUMNS)
 
     def _head_capture(self, model: Any) -> ScoreCapture:
         if self._capture is None:
-            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-            self._capture = ScoreCapture(getattr(base, head_name(self.model)))
+            self._capture = ScoreCapture.for_model(self.model)
         return self._capture
 
     def pair_rewards(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from reward.data import DataError, DataReport, collect_pairs, fit_lengths, grouped_split, parse_hh_transcript
-from reward.data.pipeline import prepare_data, prompt_key
+from reward.data import DataError, DataReport, collect_pairs, fit_to_length, grouped_split, parse_hh_transcript
+from reward.data.pipeline import DataSettings, prepare_data, prompt_key
 from reward.recipe import parse_source
 from tests.conftest import SHARED_HH
 
@@ -31,8 +31,8 @@ def test_hh_rlhf_full_file_at_256_accounts_for_every_row(tokenizer_dir, tmp_path
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    data = prepare_data([parse_source(0, {"path": str(SHARED_HH), "format": "hh-rlhf"})], tok, max_length=256,
-                        cache_dir=str(tmp_path))
+    data = prepare_data([parse_source(0, {"path": str(SHARED_HH), "format": "hh-rlhf"})], tok,
+                        DataSettings(max_length=256, cache_dir=str(tmp_path)))
     r = data.report
     assert r.total == 1800
     assert r.kept + sum(r.dropped.values()) == r.total
@@ -44,11 +44,16 @@ def test_hh_rlhf_full_file_at_256_accounts_for_every_row(tokenizer_dir, tmp_path
 
 
 def test_length_policy():
-    assert fit_lengths(100, (20, 30), 256, "left") == 100
-    assert fit_lengths(300, (20, 30), 256, "left") == 226
-    assert fit_lengths(300, (20, 30), 256, "drop") is None
-    assert fit_lengths(10, (300, 5), 256, "left") is None
-    assert fit_lengths(10, (256, 5), 256, "left") == 0
+    p = list(range(300))
+    assert fit_to_length(p[:100], ([1] * 20, [2] * 30), 256, "left") == (p[:100], [[1] * 20, [2] * 30], 0, 0)
+    kept = fit_to_length(p, ([1] * 20, [2] * 30), 256, "left")
+    assert kept.prompt == p[74:] and kept.prompt_cut == 74 and len(kept.prompt) + 30 == 256
+    assert fit_to_length(p, ([1] * 20, [2] * 30), 256, "drop") is None
+    assert fit_to_length(p[:10], ([1] * 300, [2] * 5), 256, "left") is None
+    assert fit_to_length(p[:10], ([1] * 256, [2] * 5), 256, "left").prompt == []
+    # scoring: a response too long alone keeps its first max_length tokens, nothing of the prompt
+    assert fit_to_length(p[:10], ([3] * 300,), 256, clip_responses=True) == ([], [[3] * 256], 10, 1)
+    assert fit_to_length(p[:10], ([3] * 250,), 256, clip_responses=True) == (p[4:10], [[3] * 250], 4, 0)
 
 
 def test_left_truncation_keeps_last_turn_and_responses(tokenizer_dir, tmp_path):
@@ -60,13 +65,13 @@ def test_left_truncation_keeps_last_turn_and_responses(tokenizer_dir, tmp_path):
     path.write_text(json.dumps({"chosen": long_prompt + "\n\nAssistant: good answer",
                                 "rejected": long_prompt + "\n\nAssistant: bad"}) + "\n")
     source = [parse_source(0, {"path": str(path), "format": "hh-rlhf"})]
-    data = prepare_data(source, tok, 128, "left", eval_split_size=0.0, cache_dir=str(tmp_path / "left"))
+    data = prepare_data(source, tok, DataSettings(128, "left", eval_split_size=0.0, cache_dir=str(tmp_path / "left")))
     assert data.report.kept == 1 and data.report.truncated == 1
     text = tok.decode(data.train[0]["chosen_ids"])
     assert "final question?" in text and text.rstrip().endswith("<|im_end|>") and "good answer" in text
     assert len(data.train[0]["chosen_ids"]) <= 128
     with pytest.raises(DataError, match="(?s)no pairs left.*dropped too_long: 1"):
-        prepare_data(source, tok, 128, "drop", eval_split_size=0.0, cache_dir=str(tmp_path / "drop"))
+        prepare_data(source, tok, DataSettings(128, "drop", eval_split_size=0.0, cache_dir=str(tmp_path / "drop")))
 
 
 def test_hygiene_counts_each_reason(tmp_path):

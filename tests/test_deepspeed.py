@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,21 +19,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.launcher import free_port, launch_env
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.distributed]
 deepspeed = pytest.importorskip("deepspeed", reason="DeepSpeed is part of the test setup (README: Tests)")
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
+    return launch_env(**extra)
 
 
 def _port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
+    return str(free_port())  # below the ephemeral range: see tests/launcher.py
 
 
 def _train(recipe: Path, config: str, *overrides: str, env: dict[str, str] | None = None,

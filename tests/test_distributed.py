@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.launcher import RENDEZVOUS_TIMEOUT_S, ROOT, accelerate_cmd, free_port, launch_env, run_all
 
 pytestmark = pytest.mark.distributed
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return env
+MULTI_CPU = ROOT / "accelerate_configs" / "multi_cpu.yaml"
 
 
 def test_two_process_train_save_reload(tiny_recipe, tmp_path):
@@ -34,14 +19,9 @@ def test_two_process_train_save_reload(tiny_recipe, tmp_path):
     from reward.scoring import RewardModel
 
     recipe = tiny_recipe(eval_split_size=0.2, max_steps=3, eval_strategy="steps", eval_steps=3,
-                         per_device_eval_batch_size=5)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "accelerate_configs" / "multi_cpu.yaml"), "--main_process_port", str(_free_port()),
-           str(ROOT / "launch" / "train.py"), str(recipe)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env())
-    if proc.returncode != 0:  # show every rank's traceback, not just the launcher's tail
-        lines = [x for x in proc.stderr.splitlines() if "Error" in x or "Traceback" in x or 'File "' in x]
-        pytest.fail("2-process run failed:\n" + "\n".join(lines[-60:]))
+                         per_device_eval_batch_size=5, ddp_timeout=RENDEZVOUS_TIMEOUT_S)
+    cmd = accelerate_cmd(MULTI_CPU, free_port(), str(ROOT / "launch" / "train.py"), str(recipe))
+    proc = run_all([cmd], launch_env(), timeout=300, what="2-process run")[0]
     run = tmp_path / "run"
     env = json.loads((run / "environment.json").read_text())
     assert env["world_size"] == 2
@@ -53,8 +33,10 @@ def test_two_process_train_save_reload(tiny_recipe, tmp_path):
     assert len(evals) == 1 and evals[0]["step"] == 3
     assert evals[0]["eval_pairs"] == final["n_pairs"]
     assert evals[0]["eval_accuracy"] == pytest.approx(final["accuracy"], abs=1e-9)
-    scores = RewardModel.from_pretrained(str(run)).score_batch([("Hi", "Hello"), ("Hi", "Bye")])
-    assert all(isinstance(s, float) for s in scores)
+    # the saved model reproduces the rewards the trained (DDP-wrapped) model gave its held-out pairs
+    ref = json.loads((run / "eval_report" / "rewards.json").read_text())
+    got = RewardModel.from_pretrained(str(run)).score_token_ids(ref["chosen_ids"] + ref["rejected_ids"])
+    assert got == pytest.approx(ref["chosen"] + ref["rejected"], abs=1e-4)
 
 
 WORKER = r'''
@@ -65,7 +47,8 @@ from reward.train import run_training
 # A different seed per rank: separate processes would then take different batches and end with
 # different weights; only DDP's all-reduce makes them equal.
 recipe = load_recipe(sys.argv[1], {"output_dir": sys.argv[2], "max_steps": 1, "eval_split_size": 0.0,
-                                   "learning_rate": 0.05, "seed": 1 + int(os.environ["RANK"])})
+                                   "learning_rate": 0.05, "seed": 1 + int(os.environ["RANK"]),
+                                   "ddp_timeout": int(os.environ["RK_TIMEOUT"])})
 run_training(recipe)
 '''
 
@@ -90,20 +73,12 @@ if state.is_main_process:
     base = torch.cat([p.detach().flatten() for p in init.parameters()])
     print("SAME", torch.equal(out[0], out[1]), "MOVED", not torch.allclose(out[0], base))
 ''')
-    port = str(_free_port())
-    procs = []
-    root = ROOT
-
-    cfg = root / "accelerate_configs" / "multi_cpu.yaml"
+    port = free_port()
     import yaml
 
     model_dir = yaml.safe_load(Path(recipe).read_text())["model_name_or_path"]
-    for rank in (0, 1):
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(cfg), "--num_machines", "2",
-               "--machine_rank", str(rank), "--num_processes", "2", "--main_process_ip", "127.0.0.1",
-               "--main_process_port", port, str(script), str(recipe), str(tmp_path / "run2"), model_dir]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()))
-    outs = [p.communicate(timeout=600) for p in procs]
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, o[-2000:] + e[-3000:]
-    assert "SAME True MOVED True" in outs[0][0], outs[0][0][-2000:]
+    cmds = [accelerate_cmd(MULTI_CPU, port, "--num_machines", "2", "--machine_rank", str(rank), "--num_processes", "2",
+                           "--main_process_ip", "127.0.0.1", str(script), str(recipe), str(tmp_path / "run2"), model_dir)
+            for rank in (0, 1)]
+    outs = run_all(cmds, launch_env(RK_TIMEOUT=str(RENDEZVOUS_TIMEOUT_S)), timeout=300, what="2-machine run")
+    assert "SAME True MOVED True" in outs[0].stdout, outs[0].stdout[-2000:]

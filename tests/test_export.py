@@ -25,7 +25,7 @@ def _plain_transformers_scores(path, rm: RewardModel) -> list[float]:
     assert model.config.pad_token_id == tok.pad_token_id is not None and tok.chat_template
     out = []
     for p, r in PAIRS:
-        ids = rm._sequences([p], [[r]])[0][0]
+        ids = rm.encode([p], [[r]]).groups[0][0]
         with torch.no_grad():
             out.append(float(model(torch.tensor([ids])).logits[0, 0]))
     return out

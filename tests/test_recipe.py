@@ -108,7 +108,7 @@ def test_shipped_recipes_validate():
         # every source of the file became a validated DataSource, in order
         declared = __import__("yaml").safe_load(raw)["datasets"]
         assert [s.path for s in r.sources] == [d["path"] if isinstance(d, dict) else d for d in declared], path
-        assert all(s.format in __import__("reward.recipe").recipe.DATA_FORMATS for s in r.sources), path
+        assert all(s.format in __import__("reward.data.adapters").data.adapters.DATA_FORMATS for s in r.sources), path
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -8,7 +8,10 @@ import sys
 
 import pytest
 
-from reward.scoring import RewardModel, RewardModelEvaluator, score_jsonl
+from reward.evaluation import evaluate_file
+from reward.legacy import RewardModelEvaluator
+from reward.scorefile import score_jsonl
+from reward.scoring import RewardModel
 
 PAIRS = [("How do I boil an egg?", "Boil it for nine minutes."),
          ("Hi", "Hello! How can I help you today? I can answer questions about many topics."),
@@ -88,7 +91,10 @@ def test_prompt_shared_eval_gives_the_rewards_score_gives(rm, tmp_path, monkeypa
     assert rm.packable()
     rm.max_length = 48
     alone = [(rm.score(r["prompt"], r["chosen"]), rm.score(r["prompt"], r["rejected"])) for r in rows]
-    assert rm.responses_cut == 1  # the story alone is longer than 48 tokens
+    encoded = rm.encode([r["prompt"] for r in rows], [[r["chosen"], r["rejected"]] for r in rows])
+    assert encoded.responses_cut == 1  # the story alone is longer than 48 tokens
+    assert encoded.truncated[2] == [True, False] and encoded.truncated[1] == [True, True]  # long prompt cut for both
+    assert all(len(s) <= 48 for g in encoded.groups for s in g)
     padded_path, padded_calls = rm.score_token_ids, []
 
     def counting(seqs, *args, **kwargs):
@@ -98,9 +104,9 @@ def test_prompt_shared_eval_gives_the_rewards_score_gives(rm, tmp_path, monkeypa
     monkeypatch.setattr(rm, "score_token_ids", counting)
     for pack_tokens in (0, 60, 4096):  # padded; about one pair a row; all pairs in one row
         padded_calls.clear()
-        result = rm.evaluate_file(str(data), max_length=48, pack_tokens=pack_tokens, progress=False)
-        assert result["report"]["responses_cut_to_max_length"] == 1
-        got = list(zip(result["chosen"], result["rejected"]))
+        result = evaluate_file(rm, str(data), max_length=48, pack_tokens=pack_tokens, progress=False)
+        assert result.report["responses_cut_to_max_length"] == 1
+        got = list(zip(result.chosen, result.rejected))
         assert got == [pytest.approx(a, abs=1e-5) for a in alone], pack_tokens
         # packed: no fallback; only the row with the longest sequence is checked padded, and not again
         if pack_tokens == 0:
@@ -110,9 +116,9 @@ def test_prompt_shared_eval_gives_the_rewards_score_gives(rm, tmp_path, monkeypa
         else:
             assert padded_calls == [], padded_calls
     rm.tokenizer.padding_side = "left"  # the padded path, left-padded, agrees too
-    result = rm.evaluate_file(str(data), max_length=48, pack_tokens=0, progress=False)
+    result = evaluate_file(rm, str(data), max_length=48, pack_tokens=0, progress=False)
     rm.tokenizer.padding_side = "right"
-    assert list(zip(result["chosen"], result["rejected"])) == [pytest.approx(a, abs=1e-5) for a in alone]
+    assert list(zip(result.chosen, result.rejected)) == [pytest.approx(a, abs=1e-5) for a in alone]
 
 
 def test_ranking_shares_the_prompt_and_falls_back_when_the_mask_is_ignored(rm, tiny_model_dir, monkeypatch, caplog):
@@ -151,12 +157,12 @@ def test_prompt_shared_eval_of_a_lora_run_matches_padded(tiny_recipe, hh_small, 
     run = run_training(load_recipe(tiny_recipe(use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"])))
     rm = RewardModel.from_pretrained(str(run))
     assert hasattr(rm.model, "get_base_model") and rm.packable()
-    packed = rm.evaluate_file(str(hh_small), fmt="hh-rlhf", exclude_seen=False, progress=False)
-    padded = rm.evaluate_file(str(hh_small), fmt="hh-rlhf", exclude_seen=False, progress=False, pack_tokens=0)
-    assert packed["metrics"]["n_pairs"] == padded["metrics"]["n_pairs"] > 50
-    assert packed["chosen"] == pytest.approx(padded["chosen"], abs=1e-5)
-    assert packed["rejected"] == pytest.approx(padded["rejected"], abs=1e-5)
-    assert packed["metrics"]["accuracy"] == padded["metrics"]["accuracy"]
+    packed = evaluate_file(rm, str(hh_small), fmt="hh-rlhf", exclude_seen=False, progress=False)
+    padded = evaluate_file(rm, str(hh_small), fmt="hh-rlhf", exclude_seen=False, progress=False, pack_tokens=0)
+    assert packed.metrics["n_pairs"] == padded.metrics["n_pairs"] > 50
+    assert packed.chosen == pytest.approx(padded.chosen, abs=1e-5)
+    assert packed.rejected == pytest.approx(padded.rejected, abs=1e-5)
+    assert packed.metrics["accuracy"] == padded.metrics["accuracy"]
 
 
 def test_metrics_ties_are_not_wins():

@@ -139,7 +139,7 @@ def test_diverged_run_stops_with_an_error_and_is_not_complete(tiny_recipe, tmp_p
 def test_token_budget_epoch_sees_every_pair_once(tiny_recipe, tmp_path):
     """max_tokens_per_batch: one epoch of token-budget micro-batches computes exactly the train set's
     packed tokens (every pair once, none dropped), in fewer steps than pairs."""
-    from reward.data import prepare_data
+    from reward.data import DataSettings, prepare_data
     from reward.modeling import load_tokenizer
     from reward.packing import packed_pair_lengths
 
@@ -149,9 +149,7 @@ def test_token_budget_epoch_sees_every_pair_once(tiny_recipe, tmp_path):
     logs = [json.loads(x) for x in (run / "logs" / "train_log.jsonl").read_text().splitlines()]
     steps = [x for x in logs if "loss" in x]
     tok = load_tokenizer(recipe.model.model_name_or_path)
-    d = recipe.data
-    data = prepare_data(recipe.sources, tok, recipe.training.max_length, d.truncation, recipe.training.seed,
-                        d.eval_split_size, None, None, d.cache_dir)
+    data = prepare_data(recipe.sources, tok, DataSettings.from_recipe(recipe))
     lengths = packed_pair_lengths(data.train)
     assert sum(x["tokens"] for x in steps) == sum(lengths)
     assert 1 < len(steps) < len(lengths) / 2

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from ..recipe import DataSource
 from .formatting import as_messages
 from .report import DataError, DataReport
+from .sources import DataSource
 
 Pair = dict[str, Any]
 HH_ASSISTANT = "\n\nAssistant:"
@@ -311,3 +311,5 @@ ADAPTERS: dict[str, Callable[[Iterable[dict], DataSource, DataReport], list[Pair
     "ranked-csv": adapt_ranked_csv,
 }
 
+DATA_FORMATS = tuple(ADAPTERS)
+"""The ``format`` names a data source may have: the adapter table's keys."""

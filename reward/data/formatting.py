@@ -15,7 +15,7 @@ prefix of every response's sequence, which is what prompt sharing (``reward.pack
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 Message = dict[str, str]
 
@@ -100,17 +100,45 @@ def encode_pairs(
     return p_ids, out
 
 
-def fit_lengths(prompt_len: int, response_lens: Sequence[int], max_length: int | None, policy: str) -> int | None:
-    """How many prompt tokens to keep (from the right) so every response fits, or None to drop.
+def encode_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Already-formatted full texts (prompt and response, as a policy produced them) as token ids,
+    with the BOS the model's formatting adds (:func:`encode_pairs`) unless the text carries it."""
+    bos = _bos_prefix(tokenizer)
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+    return [x if not bos or x[:1] == bos else bos + x for x in ids]
 
-    ``left`` cuts the prompt from the left (keeping its last turn and the whole responses) and drops
-    only when a response alone cannot fit; ``drop`` drops any pair that does not fit as is.
+
+class Fitted(NamedTuple):
+    """What :func:`fit_to_length` kept, and what it cut."""
+
+    prompt: list[int]
+    """The prompt's last tokens (all of them when nothing had to go)."""
+    responses: list[list[int]]
+    prompt_cut: int
+    """Tokens cut from the prompt's left."""
+    responses_cut: int
+    """Responses longer than the limit on their own, kept to their first tokens (``clip_responses``)."""
+
+
+def fit_to_length(prompt: Sequence[int], responses: Sequence[Sequence[int]], max_length: int | None,
+                  policy: str = "left", clip_responses: bool = False) -> Fitted | None:
+    """The one length rule of training and scoring: ``prompt + response`` ≤ ``max_length`` for every response.
+
+    ``left`` cuts the prompt from the left (keeping its last turn and the whole responses); ``drop``
+    keeps only what fits as is. A response that cannot fit even alone makes the group dropped (None),
+    or, with ``clip_responses`` (scoring: every row gets a score), is kept to its first
+    ``max_length`` tokens with no prompt. Returns what was cut rather than counting it anywhere.
     """
-    if max_length is None:
-        return prompt_len
-    longest = max(response_lens)
-    if prompt_len + longest <= max_length:
-        return prompt_len
-    if policy == "drop" or longest > max_length:
+    prompt, responses = list(prompt), [list(r) for r in responses]
+    longest = max((len(r) for r in responses), default=0)
+    if max_length is None or len(prompt) + longest <= max_length:
+        return Fitted(prompt, responses, 0, 0)
+    if policy == "drop" or (longest > max_length and not clip_responses):
         return None
-    return max_length - longest
+    clipped = sum(len(r) >= max_length for r in responses) if clip_responses else 0
+    if clip_responses and clipped:
+        if len(responses) > 1:
+            raise ValueError("clip_responses fits one response at a time (each keeps its own share of the prompt)")
+        return Fitted([], [responses[0][:max_length]], len(prompt), 1)
+    keep = max_length - longest
+    return Fitted(prompt[len(prompt) - keep:], responses, len(prompt) - keep, 0)

@@ -8,6 +8,7 @@ length filter has nothing left to drop; the trainer checks that it dropped nothi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -17,11 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..recipe import DataSource
 from .adapters import ADAPTERS, Pair
-from .formatting import encode_pairs, fit_lengths
+from .formatting import encode_pairs, fit_to_length
 from .report import DataReport, length_stats
-from .sources import load_rows
+from .sources import DataSource, load_rows
 
 logger = logging.getLogger(__name__)
 FORMAT_VERSION = 2  # bump when tokenization or the cache layout changes, to invalidate caches
@@ -138,13 +138,13 @@ def tokenize_pairs(
         lengths["prompt"].append(len(prompt))
         lengths["chosen"].append(len(chosen))
         lengths["rejected"].append(len(rejected))
-        keep = fit_lengths(len(prompt), (len(chosen), len(rejected)), max_length, policy)
-        if keep is None:
+        fitted = fit_to_length(prompt, (chosen, rejected), max_length, policy)
+        if fitted is None:
             report.drop("too_long")
             continue
-        if keep < len(prompt):
+        if fitted.prompt_cut:
             report.truncated += 1
-            prompt = prompt[len(prompt) - keep:]
+            prompt = fitted.prompt
         row = {"chosen_ids": prompt + chosen, "rejected_ids": prompt + rejected, "prompt_len": len(prompt)}
         if has_margin:
             row["margin"] = float(pair.get("margin") or 0.0)
@@ -180,24 +180,40 @@ def _cache_key(sources: Sequence[DataSource], tokenizer: Any, settings: dict[str
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_data(
-    sources: Sequence[DataSource],
-    tokenizer: Any,
-    max_length: int | None,
-    truncation: str = "left",
-    seed: int = 42,
-    eval_split_size: float = 0.2,
-    max_train_samples: int | None = None,
-    max_eval_samples: int | None = None,
-    cache_dir: str | None = None,
-) -> PreparedData:
+@dataclass(frozen=True)
+class DataSettings:
+    """What decides the prepared data (and its cache key), besides the sources and the tokenizer."""
+
+    max_length: int | None
+    truncation: str = "left"
+    seed: int = 42
+    eval_split_size: float = 0.2
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> DataSettings:
+        """A recipe's data keys, with TRL's ``max_length`` and ``seed``."""
+        d, t = recipe.data, recipe.training
+        return cls(t.max_length, d.truncation, t.seed, d.eval_split_size, d.max_train_samples, d.max_eval_samples,
+                   d.cache_dir)
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> DataSettings:
+        """From a resolved recipe's flat mapping (``recipe.resolved.yaml``); absent keys take the defaults."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{"max_length": None, **{k: v for k, v in values.items() if k in names}})
+
+
+def prepare_data(sources: Sequence[DataSource], tokenizer: Any, settings: DataSettings) -> PreparedData:
     """The whole data path, cached on disk and computed by the main process of each node first."""
     from accelerate import PartialState
     from datasets import Dataset, load_from_disk
 
-    settings = dict(max_length=max_length, truncation=truncation, seed=seed, eval_split_size=eval_split_size,
-                    max_train_samples=max_train_samples, max_eval_samples=max_eval_samples)
-    root = Path(cache_dir or Path.home() / ".cache" / "rewardkit" / "data") / _cache_key(sources, tokenizer, settings)
+    key = {k: v for k, v in dataclasses.asdict(settings).items() if k != "cache_dir"}
+    root = Path(settings.cache_dir or Path.home() / ".cache" / "rewardkit" / "data") / _cache_key(sources, tokenizer, key)
+    max_length, truncation = settings.max_length, settings.truncation
     with PartialState().local_main_process_first():
         if (root / "complete").exists():
             report = DataReport(**_report_fields(json.loads((root / "report.json").read_text())))
@@ -206,8 +222,8 @@ def prepare_data(
             hashes = json.loads((root / "train_prompts.json").read_text())
             return PreparedData(train, evals, report, hashes)
         report = DataReport(max_length=max_length, truncation=truncation)
-        train_pairs, eval_pairs = collect_pairs(sources, report, seed, eval_split_size)
-        for name, cap in (("train", max_train_samples), ("eval", max_eval_samples)):
+        train_pairs, eval_pairs = collect_pairs(sources, report, settings.seed, settings.eval_split_size)
+        for name, cap in (("train", settings.max_train_samples), ("eval", settings.max_eval_samples)):
             pairs = train_pairs if name == "train" else eval_pairs
             if cap is not None and len(pairs) > cap:
                 report.drop(f"max_{name}_samples", len(pairs) - cap)

@@ -7,11 +7,43 @@ import gzip
 import json
 import lzma
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..recipe import DataSource
 from .report import DataError
+
+
+@dataclass
+class DataSource:
+    """One dataset in a recipe's ``datasets`` list (several are mixed by ``weight``)."""
+
+    path: str
+    """Hub dataset id, local file (jsonl/json/csv/parquet, optionally .gz) or local dataset dir."""
+    format: str = "pairs"
+    """Adapter to the pair format: a key of ``reward.data.adapters.ADAPTERS``."""
+    split: str = "train"
+    name: str | None = None
+    """Hub dataset config name."""
+    revision: str | None = None
+    columns: dict[str, str] | None = None
+    """Map rewardkit fields (prompt/chosen/rejected/margin/answer/rank/messages) to source columns."""
+    weight: float = 1.0
+    """Fraction of the source to use (<1 subsamples, seeded); >1 repeats rows."""
+    eval_split: str | None = None
+    """A split of the same source to evaluate on; without one, ``eval_split_size`` of the train rows."""
+    # helpsteer2 (raw, per-response attribute scores)
+    score_weights: dict[str, float] | None = None
+    """HelpSteer2: weighted sum of attributes that orders responses (default: helpfulness only)."""
+    use_margin: bool = False
+    """Add the score gap as the Bradley-Terry ``margin``."""
+    # ranked-csv
+    pairing: str = "all"
+    """ranked-csv: ``all`` ordered pairs of a prompt's answers, or ``adjacent`` ranks only."""
+    pairs_out: str | None = None
+    """ranked-csv: also write the generated pairs to this CSV (the original project's answers_pairs.csv)."""
+
+
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".tsv": "csv"}
 

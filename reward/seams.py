@@ -1,0 +1,76 @@
+"""Every reliance on a private or version-dependent detail of TRL, transformers or peft, in one place.
+
+Each function here names the detail it leans on; ``tests/test_seams.py`` pins each assumption
+against the installed libraries, so an upgrade that moves one fails in CI, not in a user's run.
+Public APIs are used directly elsewhere; only what is private, undocumented or renamed across
+versions lives here.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Any
+
+TRAINER_SIGNATURE_HOOK = "_set_signature_columns_if_needed"
+"""``transformers.Trainer`` calls this private method to decide which dataset columns reach the
+collator (``_remove_unused_columns``); ``RewardkitTrainer`` overrides it to keep its packed columns."""
+
+PACKED_COLUMNS = ["chosen_ids", "rejected_ids", "margin", "prompt_len"]
+"""The columns rewardkit's prepared datasets carry and its collator reads."""
+
+
+def suppress_seqcls_warning() -> AbstractContextManager[Any]:
+    """TRL's context manager that silences "some weights of ...ForSequenceClassification were not
+    initialized" for the fresh score head (``trl.trainer.reward_trainer``, not exported by ``trl``)."""
+    from trl.trainer.reward_trainer import suppress_seqcls_warning as trl_suppress
+
+    return trl_suppress()
+
+
+def attn_implementation(model: Any) -> str:
+    """The attention implementation a model runs (``config._attn_implementation``; transformers has no
+    public getter). The config may sit on a wrapped module (DDP, DeepSpeed): unwrapped first."""
+    return getattr(config_holder(model).config, "_attn_implementation", None) or "sdpa"
+
+
+def config_holder(model: Any) -> Any:
+    """The module that carries ``config`` inside DDP / DeepSpeed wrappers (``.module``)."""
+    while not hasattr(model, "config") and hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def drop_quantizer(model: Any) -> None:
+    """Remove the ``hf_quantizer`` marker a dequantizing GGUF load leaves (``remove_quantization_config``
+    of transformers' quantizer), so Trainer and ``save_pretrained`` treat the model as a float model."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+
+
+def checkpointing_enabled(args: Any) -> bool:
+    """Whether a ``TrainingArguments`` turns activation checkpointing on. transformers 5 renamed
+    ``gradient_checkpointing`` to ``activation_checkpointing`` (the old name still works and warns):
+    the one reader of either name, for the trainer and ``plan`` alike."""
+    value = getattr(args, "activation_checkpointing", None)
+    if value is None:
+        value = getattr(args, "gradient_checkpointing", False)
+    return bool(value)
+
+
+def checkpointing_key(field_names: Any) -> str:
+    """The name this transformers gives the checkpointing switch (``field_names``: TrainingArguments' fields)."""
+    return "activation_checkpointing" if "activation_checkpointing" in field_names else "gradient_checkpointing"
+
+
+def score_head_runs_per_token() -> bool:
+    """Documented assumption, pinned by a test: a ``*ForSequenceClassification`` decoder applies its
+    ``score`` head to every token's hidden state ([B, T, 1]) and pools afterwards (the last non-pad
+    token). The packed forward reads rewards at its own positions from that per-token output."""
+    return True
+
+
+def trl_collator_order() -> tuple[str, str]:
+    """TRL's ``DataCollatorForPreference`` stacks all chosen sequences, then all rejected ones
+    (``torch.chunk(…, 2)`` splits them): the padded path's order, pinned by a test."""
+    return ("chosen", "rejected")

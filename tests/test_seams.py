@@ -1,0 +1,112 @@
+"""Each private or version-dependent library detail rewardkit relies on (``reward/seams.py``), pinned
+against the installed TRL / transformers / peft: an upgrade that moves one fails here first."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+
+import pytest
+import torch
+
+from reward import seams
+
+
+def test_trainer_still_asks_the_signature_hook_which_columns_to_keep():
+    from transformers import Trainer
+
+    from reward.trainer import RewardkitTrainer
+
+    assert hasattr(Trainer, seams.TRAINER_SIGNATURE_HOOK)
+    # the column filter consults the hook, so overriding it decides what reaches our collator
+    assert seams.TRAINER_SIGNATURE_HOOK in inspect.getsource(Trainer._remove_unused_columns)
+    assert RewardkitTrainer._set_signature_columns_if_needed is not Trainer._set_signature_columns_if_needed
+
+
+def test_trl_collator_stacks_chosen_then_rejected():
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    batch = DataCollatorForPreference(pad_token_id=0)([{"chosen_ids": [1, 2, 3], "rejected_ids": [4]},
+                                                       {"chosen_ids": [5], "rejected_ids": [6, 7]}])
+    assert seams.trl_collator_order() == ("chosen", "rejected")
+    assert batch["input_ids"][:, 0].tolist() == [1, 5, 4, 6]  # both chosen first, then both rejected
+
+
+def test_trl_suppress_seqcls_warning_silences_the_new_head_warning(tiny_model_dir, caplog):
+    from transformers import AutoModelForSequenceClassification
+
+    with caplog.at_level(logging.WARNING), seams.suppress_seqcls_warning():
+        AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1)
+    assert not [r for r in caplog.records if "newly initialized" in r.getMessage()]
+
+
+def test_attn_implementation_reads_the_config_through_wrappers(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1)
+    model.set_attn_implementation("eager")
+    assert model.config._attn_implementation == "eager" and seams.attn_implementation(model) == "eager"
+
+    class Wrapper(torch.nn.Module):  # DDP / DeepSpeed keep the model under .module
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert seams.attn_implementation(Wrapper(Wrapper(model))) == "eager"
+
+
+def test_quantizer_has_remove_quantization_config():
+    from transformers.quantizers.base import HfQuantizer
+
+    assert callable(getattr(HfQuantizer, "remove_quantization_config", None))
+
+    class Fake:  # drop_quantizer calls exactly that method, with the model
+        called = None
+
+        def remove_quantization_config(self, model):
+            Fake.called = model
+
+    model = torch.nn.Linear(1, 1)
+    model.hf_quantizer = Fake()
+    seams.drop_quantizer(model)
+    assert Fake.called is model
+
+
+def test_score_head_runs_on_every_token_before_pooling(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from reward.packing import ScoreCapture
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1).eval()
+    capture = ScoreCapture.for_model(model)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        pooled = model(input_ids=ids).logits
+    per_token = capture.pop()
+    capture.remove()
+    assert seams.score_head_runs_per_token() and per_token.shape == (1, 5, 1)
+    assert pooled[0, 0].item() == pytest.approx(per_token[0, -1, 0].item(), abs=1e-6)  # pooled = the last token's
+
+
+def test_checkpointing_switch_is_read_under_either_name():
+    from trl import RewardConfig
+
+    fields = {f.name for f in dataclasses.fields(RewardConfig)}
+    key = seams.checkpointing_key(fields)
+    assert key in fields
+    on = RewardConfig(output_dir="/tmp/rk-seams", bf16=False, use_cpu=True, **{key: True})
+    off = RewardConfig(output_dir="/tmp/rk-seams", bf16=False, use_cpu=True, **{key: False})
+    assert seams.checkpointing_enabled(on) and not seams.checkpointing_enabled(off)
+
+
+def test_plan_and_recipe_agree_on_checkpointing(tmp_path):
+    from reward.plan import plan_from_recipe
+    from reward.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct\ndatasets: [{path: x.jsonl}]\nmax_length: 1024\n"
+                    "per_device_train_batch_size: 8\ngradient_checkpointing: true\n")
+    recipe = load_recipe(path)
+    assert seams.checkpointing_enabled(recipe.training)
+    assert "gradient checkpointing on" in plan_from_recipe(recipe, "single_gpu_bf16", 1, 1, 80.0).render()
