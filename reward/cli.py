@@ -73,12 +73,21 @@ def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
+    if ns.suite:
+        return _eval_suite(ns)
+    from .data.report import DataError
+
+    if not ns.data:
+        raise DataError("eval needs --data FILE (preference pairs) or --suite SUITE (RewardBench, RM-Bench).")
+    if len(ns.model) > 1:
+        raise DataError("several models side by side are compared on a --suite; --data takes one model.")
+    ns.model = ns.model[0]
     from .evaluation import evaluate_file, metrics_json, summary_lines, write_report
     from .scoring import RewardModel
 
     rm = RewardModel.from_pretrained(ns.model, device=ns.device, trust_remote_code=ns.trust_remote_code)
     result = evaluate_file(rm, ns.data, fmt=ns.format, max_length=ns.max_length, batch_size=ns.batch_size,
-                           max_pairs=ns.max_pairs, exclude_seen=not ns.include_seen, split=ns.split,
+                           max_pairs=ns.max_pairs, exclude_seen=not ns.include_seen, split=ns.split or "train",
                            progress=not ns.no_progress, pack_tokens=ns.pack_tokens)
     metrics = result.metrics
     metrics["data"] = data = result.report
@@ -99,6 +108,32 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
         print(metrics_json(metrics))
     else:
         print("\n".join(summary_lines(metrics)))
+        if ns.report:
+            print(f"report: {ns.report}")
+    return 0
+
+
+def _eval_suite(ns: argparse.Namespace) -> int:
+    """``eval MODEL [MODEL ...] --suite SUITE``: RewardBench v1/v2 or RM-Bench, a column per model."""
+    from .evaluation import metrics_json
+    from .scoring import RewardModel
+    from .suites import evaluate_suite, read_suite, render_table, write_suite_report
+
+    if ns.data:
+        from .data.report import DataError
+
+        raise DataError("give --data or --suite, not both.")
+    suite = read_suite(ns.suite, ns.suite_format, ns.split)  # checked before any model loads
+    results = evaluate_suite(
+        ns.model, suite,
+        lambda m: RewardModel.from_pretrained(m, device=ns.device, trust_remote_code=ns.trust_remote_code),
+        batch_size=ns.batch_size, pack_tokens=ns.pack_tokens, progress=not ns.no_progress, max_length=ns.max_length)
+    if ns.report:
+        write_suite_report(ns.report, results)
+    if ns.json:
+        print(metrics_json(results[ns.model[0]] if len(ns.model) == 1 else {"models": results}))
+    else:
+        print(render_table(results))
         if ns.report:
             print(f"report: {ns.report}")
     return 0
@@ -141,7 +176,8 @@ def cmd_serve(ns: argparse.Namespace, rest: list[str]) -> int:
     from .serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch_tokens=ns.max_batch_tokens, max_wait_ms=ns.max_wait_ms,
-                             max_body_bytes=ns.max_body_bytes, max_responses=ns.max_responses)
+                             max_body_bytes=ns.max_body_bytes, max_responses=ns.max_responses,
+                             batching=not ns.no_batching)
     return serve(ns.model, host=ns.host, port=ns.port, device=ns.device, trust_remote_code=ns.trust_remote_code,
                  settings=settings, max_length=ns.max_length)
 
@@ -199,11 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--json", action="store_true")
     di.set_defaults(fn=cmd_data_inspect, allow_rest=True)
 
-    e = sub.add_parser("eval", help="evaluate a reward model on preference pairs")
-    e.add_argument("model", help="run directory, exported model directory or Hub id")
-    e.add_argument("--data", required=True, help="a local file or directory, or a Hub dataset id")
-    e.add_argument("--format", default="pairs", help="pairs, conversational, hh-rlhf, helpsteer2, ...")
-    e.add_argument("--split", default="train", help="split of a Hub dataset (a local file is one split)")
+    e = sub.add_parser("eval", help="evaluate reward models on preference pairs or a benchmark suite")
+    e.add_argument("model", nargs="+", help="run directory, exported model directory or Hub id (several with --suite)")
+    e.add_argument("--data", help="preference pairs: a local file or directory, or a Hub dataset id")
+    e.add_argument("--suite", help="a benchmark: allenai/reward-bench, allenai/reward-bench-2, THU-KEG/RM-Bench, or a "
+                                   "local file or directory in one of their schemas")
+    e.add_argument("--suite_format", choices=["rewardbench", "rewardbench2", "rm-bench"],
+                   help="the suite's schema (default: detected from its columns)")
+    e.add_argument("--format", default="pairs", help="format of --data: pairs, conversational, hh-rlhf, helpsteer2, ...")
+    e.add_argument("--split", default=None, help="split of a Hub dataset (default: train; a suite's own: filtered, "
+                                                 "test); a local file is one split")
     e.add_argument("--include_seen", action="store_true",
                    help="keep pairs whose prompt the model trained on (left out by default)")
     e.add_argument("--no_progress", action="store_true")
@@ -274,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="responses (or queries) per request; more get 413")
     sv.add_argument("--device", default=None)
     sv.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
+    sv.add_argument("--no_batching", action="store_true",
+                    help="score each response alone, padded, one at a time (the baseline bench/serve.py measures)")
     sv.set_defaults(fn=cmd_serve)
 
     pl = sub.add_parser("plan", help="per-GPU memory estimate and a fits / does-not-fit verdict")

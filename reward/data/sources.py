@@ -130,7 +130,8 @@ def load_rows(source: DataSource, split: str | None = None) -> list[dict[str, An
         raise DataError(f"dataset {path_str!r}: not found ({exc}).") from exc
     except Exception as exc:  # datasets raises many types for offline / missing / bad files
         raise DataError(
-            f"dataset {path_str!r} (split {split!r}) could not be loaded: {type(exc).__name__}: {exc}. "
+            f"dataset {path_str!r} (split {split!r}) could not be loaded: {type(exc).__name__}: "
+            f"{(str(exc).strip().splitlines() or [''])[0][:300]}. "
             "A Hub id needs network access (or HF_DATASETS_OFFLINE=1 with a cached copy); a local path must exist."
         ) from exc
     if hasattr(ds, "keys") and not hasattr(ds, "to_list"):  # DatasetDict from load_from_disk
