@@ -226,7 +226,7 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequen
         if chosen_len is not None and rejected_len is not None:
             row.update(chosen_len=int(chosen_len[i]), rejected_len=int(rejected_len[i]))
         rows.append(json.dumps(row))
-    (out / "pair_rewards.jsonl").write_text("\n".join(rows) + "\n")
+    atomic_write_text(out / "pair_rewards.jsonl", "\n".join(rows) + "\n")
     files.append(out / "pair_rewards.jsonl")
     md = [f"# {title}", ""] + [f"- {line}" for line in summary_lines(metrics)] + [""]
     md += ["| confidence bin | pairs | accuracy | mean confidence |", "|---|---|---|---|"]

@@ -255,14 +255,17 @@ def load_pretrained(auto_class: Any, name_or_path: str, gguf_file: str | None = 
 
 
 def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = None,
-                      trust_remote_code: bool = False, device_map: Any = None) -> Any:
-    """Base model as ``AutoModelForSequenceClassification`` with one label, pad id set, weights in
-    fp32 unless ``dtype`` says otherwise (AMP needs fp32 master weights); 4/8-bit via bitsandbytes."""
+                      trust_remote_code: bool = False, device_map: Any = None, num_labels: int = 1) -> Any:
+    """Base model as ``AutoModelForSequenceClassification`` with one label (two for ODIN: quality,
+    length), pad id set, weights in fp32 unless ``dtype`` says otherwise (AMP needs fp32 master
+    weights); 4/8-bit via bitsandbytes."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    kwargs: dict[str, Any] = dict(num_labels=1, revision=model_args.model_revision,
+    kwargs: dict[str, Any] = dict(num_labels=num_labels, revision=model_args.model_revision,
                                   dtype=parse_dtype(model_args.dtype, torch.float32))
+    if num_labels != 1:  # a base that is already a one-output reward model gets a fresh two-output head
+        kwargs["ignore_mismatched_sizes"] = True
     if model_args.attn_implementation:
         kwargs["attn_implementation"] = model_args.attn_implementation
     if model_args.load_in_4bit or model_args.load_in_8bit:
@@ -281,8 +284,15 @@ def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = N
         kwargs["dtype"] = torch.bfloat16
     elif device_map is not None:
         kwargs["device_map"] = device_map
-    model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path, gguf_file,
-                            trust_remote_code=trust_remote_code, new_head=True, **kwargs)
+    try:
+        model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path, gguf_file,
+                                trust_remote_code=trust_remote_code, new_head=True, **kwargs)
+    except RuntimeError as exc:
+        if num_labels != 1 and "size" in str(exc).lower():  # DeepSpeed ZeRO-3 loads cannot re-draw a head
+            raise RecipeError(f"length_debias: odin needs a two-output head, and {model_args.model_name_or_path} is "
+                              "already a one-output reward model, whose head this load (ZeRO-3) cannot replace; start "
+                              "from the language model, or use length_debias: corr_penalty.") from None
+        raise
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.config.get_text_config() is not model.config:
         model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
@@ -372,11 +382,34 @@ def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any, trust_remote
     if not any(w.is_file() for w in weights):
         raise FileNotFoundError(f"{run}: adapter_config.json but no adapter_model.safetensors: the adapter is missing.")
     # 16/32-bit base even for a run trained in 4-bit: the adapter is applied to dequantized weights
+    labels = 2 if info.get("length_debias") == "odin" else 1  # ODIN: quality and length outputs
     base = load_pretrained(AutoModelForSequenceClassification, base_id, info.get("gguf_file"),
-                           trust_remote_code=trust_remote_code, new_head=True, num_labels=1,
-                           revision=info.get("model_revision"), dtype=dtype if dtype != torch.float16 else torch.float32)
+                           trust_remote_code=trust_remote_code, new_head=True, num_labels=labels,
+                           revision=info.get("model_revision"), dtype=dtype if dtype != torch.float16 else torch.float32,
+                           **({"ignore_mismatched_sizes": True} if labels != 1 else {}))
     try:
         return PeftModel.from_pretrained(base, str(run), is_trainable=False)
     except Exception as exc:  # safetensors/peft raise many types for truncated or foreign files
         raise ModelLoadError(f"{run}: the adapter could not be loaded ({type(exc).__name__}: {exc}); "
                          "it may be corrupted or from another base model.") from exc
+
+
+def keep_quality_head(model: Any) -> bool:
+    """An ODIN model (two-output head: quality, length) → the same model with only the quality output,
+    a plain one-label reward model. Returns whether the head was cut."""
+    import torch
+
+    name = head_name(model)
+    head = getattr(model, name)
+    if not isinstance(head, torch.nn.Linear) or head.out_features != 2:
+        return False
+    quality = torch.nn.Linear(head.in_features, 1, bias=head.bias is not None, device=head.weight.device,
+                              dtype=head.weight.dtype)
+    with torch.no_grad():
+        quality.weight.copy_(head.weight[:1])
+        if head.bias is not None:
+            quality.bias.copy_(head.bias[:1])
+    setattr(model, name, quality)
+    model.config.num_labels = 1
+    model.num_labels = 1
+    return True

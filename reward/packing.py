@@ -118,6 +118,9 @@ class PackedPreferenceCollator:
         batch = pack_groups(groups, self.pad_token_id)
         index = batch.pop("reward_index")
         batch["chosen_index"], batch["rejected_index"] = index[0::2].clone(), index[1::2].clone()
+        # response token counts: what length debiasing correlates rewards with
+        batch["chosen_len"] = torch.tensor([len(s[0]) for _, s in groups], dtype=torch.float)
+        batch["rejected_len"] = torch.tensor([len(s[1]) for _, s in groups], dtype=torch.float)
         if "margin" in examples[0]:
             batch["margin"] = torch.tensor([float(ex["margin"]) for ex in examples], dtype=torch.float)
         return batch
@@ -204,8 +207,9 @@ class ScoreCapture:
 
 
 def packed_token_rewards(model: Any, capture: ScoreCapture, batch: dict[str, Any],
-                         inner: Any | None = None) -> torch.Tensor:
-    """Run ``model`` on a packed batch; return the score head's output at every token, [T]."""
+                         inner: Any | None = None, all_outputs: bool = False) -> torch.Tensor:
+    """Run ``model`` on a packed batch; return the score head's output at every token: [T], or
+    [T, outputs] with ``all_outputs`` (an ODIN head's quality and length columns)."""
     holder = config_holder(inner if inner is not None else model)
     mask = attention_mask_for(holder, batch["pair_ids"], batch["segment_ids"])
     extra = {}
@@ -213,13 +217,15 @@ def packed_token_rewards(model: Any, capture: ScoreCapture, batch: dict[str, Any
         extra[VARLEN] = {k: batch[k] for k in ("kv_index", "cu_seq_q", "cu_seq_k", "max_q", "max_k")}
     model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], attention_mask=mask, use_cache=False,
           **extra)
-    return capture.pop()[0, :, 0]
+    out = capture.pop()[0]
+    return out if all_outputs else out[:, 0]
 
 
 def packed_rewards(model: Any, capture: ScoreCapture, batch: dict[str, torch.Tensor],
-                   inner: Any | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run ``model`` on a packed preference batch; return (chosen rewards, rejected rewards), each [n_pairs]."""
-    logits = packed_token_rewards(model, capture, batch, inner)
+                   inner: Any | None = None, all_outputs: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` on a packed preference batch; return (chosen rewards, rejected rewards), each
+    [n_pairs] (or [n_pairs, outputs] with ``all_outputs``)."""
+    logits = packed_token_rewards(model, capture, batch, inner, all_outputs)
     return logits[batch["chosen_index"]], logits[batch["rejected_index"]]
 
 

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 TRUNCATION_POLICIES = ("left", "drop")
 PACKED_ATTENTION = ("auto", "varlen", "flex", "dense")
+LENGTH_DEBIAS = ("none", "odin", "corr_penalty")
 
 
 class RecipeError(RewardkitError, ValueError):
@@ -65,6 +66,12 @@ class DataArguments:
     ``freeze`` mode; the rest is frozen, so backward stops early. None: train everything."""
     gguf_file: str | None = None
     """GGUF file name inside ``model_name_or_path`` (dequantized to a plain trainable model)."""
+    length_debias: str = "none"
+    """``odin``: a second head carries the length signal (ODIN, Chen et al. 2024) and only the quality head
+    is scored, exported and served; ``corr_penalty``: the Bradley-Terry loss plus a penalty on the
+    batch correlation between reward and response length; ``none``: plain Bradley-Terry."""
+    length_debias_coef: float = 1.0
+    """Weight of the length terms (``odin``: correlation terms; ``corr_penalty``: |corr(reward, length)|)."""
     eval_max_pairs: int = 512
     """Pairs the final evaluation report (and export verification) uses."""
     cache_dir: str | None = None
@@ -407,6 +414,15 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
     if data_kw.get("packed_attention", "auto") not in PACKED_ATTENTION:
         raise RecipeError(f"recipe key 'packed_attention': '{data_kw['packed_attention']}' is not one of "
                           f"{', '.join(PACKED_ATTENTION)}.{_suggest(str(data_kw['packed_attention']), PACKED_ATTENTION)}")
+    debias = data_kw.get("length_debias", "none")
+    if debias not in LENGTH_DEBIAS:
+        raise RecipeError(f"recipe key 'length_debias': '{debias}' is not one of {', '.join(LENGTH_DEBIAS)}."
+                          f"{_suggest(str(debias), LENGTH_DEBIAS)}")
+    if debias != "none" and not data_kw.get("packing", True):
+        raise RecipeError("recipe key 'length_debias' needs 'packing: true' (the packed batch carries response lengths).")
+    coef = data_kw.get("length_debias_coef", 1.0)
+    if not (isinstance(coef, (int, float)) and coef >= 0 and coef == coef):
+        raise RecipeError(f"recipe key 'length_debias_coef': {coef} must be a number ≥ 0.")
     budget = data_kw.get("max_tokens_per_batch")
     if budget is not None:
         if budget <= 0:

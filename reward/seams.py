@@ -8,7 +8,8 @@ versions lives here.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 TRAINER_SIGNATURE_HOOK = "_set_signature_columns_if_needed"
@@ -74,3 +75,19 @@ def trl_collator_order() -> tuple[str, str]:
     """TRL's ``DataCollatorForPreference`` stacks all chosen sequences, then all rejected ones
     (``torch.chunk(…, 2)`` splits them): the padded path's order, pinned by a test."""
     return ("chosen", "rejected")
+
+
+@contextmanager
+def reward_trainer_accepts_outputs(model: Any) -> Iterator[None]:
+    """TRL's ``RewardTrainer.__init__`` refuses a model whose ``config.num_labels`` is not 1. An ODIN head
+    has two outputs (quality, length) and rewardkit's loss reads both: the config says 1 while TRL checks."""
+    config = getattr(model, "config", None)
+    n = getattr(config, "num_labels", 1)
+    if n == 1:
+        yield
+        return
+    config.num_labels = 1
+    try:
+        yield
+    finally:
+        config.num_labels = n

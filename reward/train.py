@@ -199,7 +199,8 @@ def setup(recipe: Recipe) -> TrainingRun:
     # The score head is new (an LM checkpoint has none) and drawn at load time, before the Trainer
     # seeds anything: seed here, or the same recipe trains a different model each run.
     set_seed(args.seed)
-    model = load_reward_model(margs, tokenizer, dargs.gguf_file, args.trust_remote_code)
+    model = load_reward_model(margs, tokenizer, dargs.gguf_file, args.trust_remote_code,
+                              num_labels=2 if dargs.length_debias == "odin" else 1)
     if dargs.packing:
         from .packing import set_packed_attention
 
@@ -224,6 +225,7 @@ def setup(recipe: Recipe) -> TrainingRun:
         "model_revision": margs.model_revision, "use_peft": bool(margs.use_peft),
         "trust_remote_code": bool(args.trust_remote_code), "max_length": args.max_length,
         "truncation": dargs.truncation, "recipe": recipe.path, "datasets": [s.path for s in recipe.sources],
+        "length_debias": dargs.length_debias,
     })
     return TrainingRun(recipe, state, writer, tokenizer, data, model,
                        build_peft_config(margs) if margs.use_peft else None, resume, push, started)
@@ -238,7 +240,8 @@ def train(run: TrainingRun) -> tuple[Any, Any]:
     trainer = RewardkitTrainer(
         model=run.model, args=args, train_dataset=run.data.train, eval_dataset=run.data.eval,
         processing_class=run.tokenizer, peft_config=run.peft_config, packing=dargs.packing,
-        max_tokens_per_batch=dargs.max_tokens_per_batch,
+        max_tokens_per_batch=dargs.max_tokens_per_batch, length_debias=dargs.length_debias,
+        length_debias_coef=dargs.length_debias_coef,
         callbacks=[_JsonlLogCallback(run.writer.dir / TRAIN_LOG_JSONL)]
         + ([_StepDelayCallback(float(delay))] if delay else []),
     )

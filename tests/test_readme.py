@@ -48,3 +48,14 @@ def test_readme_example_inputs_score(tiny_model_dir, tmp_path):
     assert len(rows) == 3 and len(rows[0]["scores"]) == 3 and isinstance(rows[1]["score"], float)
     prompts = (ROOT / next(c for c in readme_commands() if c[1] == "demo")[5]).read_text().splitlines()
     assert len([p for p in prompts if p.strip()]) == 3
+
+
+def test_readme_commands_parse_with_the_current_cli():
+    """Every `rewardkit ...` line of the README is accepted by the CLI's parser as written (flags and
+    arguments): a renamed or removed option fails here, not in a new user's first minute."""
+    from reward.cli import build_parser
+
+    parser = build_parser()
+    for cmd in readme_commands():
+        ns, rest = parser.parse_known_args(cmd[1:])
+        assert not rest or getattr(ns, "allow_rest", False), (" ".join(cmd), rest)

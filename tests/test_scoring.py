@@ -40,7 +40,9 @@ def test_rank_and_original_names(rm, tiny_model_dir):
     ev = RewardModelEvaluator(str(tiny_model_dir))
     s = ev.get_reward_score("Hi", "Hello")
     cmp = ev.compare_responses("Hi", "Hello", "Go away")
-    assert cmp["score_a"] == pytest.approx(s, abs=1e-6) and cmp["preferred"] in ("a", "b", "tie")
+    b = rm.score("Hi", "Go away")
+    assert cmp["score_a"] == pytest.approx(s, abs=1e-6) and cmp["score_b"] == pytest.approx(b, abs=1e-6)
+    assert cmp["preferred"] == ("a" if s > b else "b") and cmp["margin"] == pytest.approx(s - b, abs=1e-6)
     turns = ev.evaluate_conversation([("Hi", "Hello"), ("How are you?", "Fine")])
     assert len(turns) == 2 and turns[0] == pytest.approx(s, abs=1e-5)
 
@@ -52,9 +54,9 @@ def test_score_jsonl_rows_and_rankings(rm, tmp_path):
     out = tmp_path / "out.jsonl"
     assert score_jsonl(rm, str(src), str(out), progress=False) == 2
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert isinstance(rows[0]["score"], float)
-    assert len(rows[1]["scores"]) == 3 and sorted(rows[1]["ranking"]) == [0, 1, 2]
-    assert rows[1]["scores"][rows[1]["ranking"][0]] == max(rows[1]["scores"])
+    assert rows[0]["score"] == pytest.approx(rm.score("Hi", "Hello"), abs=1e-5)  # the value, not just a float
+    assert rows[1]["scores"] == pytest.approx([rm.score("Hi", r) for r in ("a", "bb", "ccc")], abs=1e-5)
+    assert rows[1]["ranking"] == sorted(range(3), key=lambda k: rows[1]["scores"][k], reverse=True)
 
 
 def test_eval_cli_json_and_report(tiny_model_dir, hh_small, tmp_path):

@@ -110,3 +110,21 @@ def test_plan_and_recipe_agree_on_checkpointing(tmp_path):
     recipe = load_recipe(path)
     assert seams.checkpointing_enabled(recipe.training)
     assert "gradient checkpointing on" in plan_from_recipe(recipe, "single_gpu_bf16", 1, 1, 80.0).render()
+
+
+def test_trl_refuses_two_outputs_unless_the_seam_says_one(tiny_model_dir, tmp_path):
+    """An ODIN head has two outputs; TRL's RewardTrainer checks num_labels == 1 at init."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2,
+                                                               ignore_mismatched_sizes=True)
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    data = Dataset.from_list([{"chosen_ids": [1, 2, 3], "rejected_ids": [1, 2]}] * 2)
+    args = RewardConfig(output_dir=str(tmp_path), bf16=False, use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="num_labels"):
+        RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    with seams.reward_trainer_accepts_outputs(model):
+        RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
+    assert model.config.num_labels == 2
