@@ -70,8 +70,9 @@ class DataArguments:
     """``odin``: a second head carries the length signal (ODIN, Chen et al. 2024) and only the quality head
     is scored, exported and served; ``corr_penalty``: the Bradley-Terry loss plus a penalty on the
     batch correlation between reward and response length; ``none``: plain Bradley-Terry."""
-    length_debias_coef: float = 1.0
-    """Weight of the length terms (``odin``: correlation terms; ``corr_penalty``: |corr(reward, length)|)."""
+    length_debias_coef: float = 0.2
+    """Weight of the length terms (``odin``: correlation terms; ``corr_penalty``: |corr(reward, length)|).
+    0.2: on the quickstart, 1.0 over-corrected (the correlation changed sign, accuracy fell to chance)."""
     eval_max_pairs: int = 512
     """Pairs the final evaluation report (and export verification) uses."""
     cache_dir: str | None = None
@@ -420,7 +421,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
                           f"{_suggest(str(debias), LENGTH_DEBIAS)}")
     if debias != "none" and not data_kw.get("packing", True):
         raise RecipeError("recipe key 'length_debias' needs 'packing: true' (the packed batch carries response lengths).")
-    coef = data_kw.get("length_debias_coef", 1.0)
+    coef = data_kw.get("length_debias_coef", 0.2)
     if not (isinstance(coef, (int, float)) and coef >= 0 and coef == coef):
         raise RecipeError(f"recipe key 'length_debias_coef': {coef} must be a number ≥ 0.")
     budget = data_kw.get("max_tokens_per_batch")

@@ -19,8 +19,8 @@ What it changes and why:
   their sum, plus coef·(|corr(quality, length)| within class − corr(length head, length) over all
   responses) and the heads' orthogonality; accuracy, reports and exports use the quality head.
   TRL has neither. On a tiny model trained on pairs whose chosen answer is the longer in 85% of
-  them, plain Bradley-Terry learnt length alone (held-out corr 0.89, accuracy 0.49); both options
-  brought the correlation under 0.1 and accuracy to 1.0 (tests/test_debias.py pins this).
+  them, plain Bradley-Terry learnt length alone (held-out corr 0.89, accuracy 0.49); both options, at
+  coefficient 1.0, brought the correlation under 0.1 and accuracy to 1.0 (tests/test_debias.py pins this).
 - A NaN or infinite training loss stops the run (``TrainingDiverged``) at the next log step instead
   of training on and stamping a NaN model complete.
 - A guard: the datasets it receives already fit ``max_length`` (``reward.data``); if TRL's own

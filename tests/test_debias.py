@@ -42,7 +42,7 @@ def _train_and_eval(tiny_model_dir, tmp_path, train, held, **keys):
                   per_device_train_batch_size=8, max_steps=60, learning_rate=3e-3, logging_steps=20,
                   save_strategy="no", eval_strategy="no", seed=0, eval_split_size=0.0, report_to="none",
                   output_dir=str(tmp_path / f"run-{keys.get('length_debias', 'none')}"),
-                  cache_dir=str(tmp_path / "cache"))
+                  cache_dir=str(tmp_path / "cache"), length_debias_coef=1.0)
     recipe.update(keys)
     run = run_training(load_recipe(write_recipe(tmp_path / "recipe.yaml", **recipe)))
     rm = RewardModel.from_pretrained(str(run))
