@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.launcher import free_port, launch_env
+from tests.launcher import free_port, launch_env, run_all
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.distributed]
 deepspeed = pytest.importorskip("deepspeed", reason="DeepSpeed is part of the test setup (README: Tests)")
@@ -35,14 +35,10 @@ def _port() -> str:
 
 def _train(recipe: Path, config: str, *overrides: str, env: dict[str, str] | None = None,
            timeout: int = 600) -> subprocess.CompletedProcess:
-    """`rewardkit train RECIPE --accelerate_config CONFIG`: the command users run."""
+    """`rewardkit train RECIPE --accelerate_config CONFIG`: the command users run. A failure shows every
+    rank's traceback; a hang is aborted with every process's stacks (tests/launcher.py)."""
     cmd = [sys.executable, "-m", "reward.cli", "train", str(recipe), "--accelerate_config", config, *overrides]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or _env(MASTER_PORT=_port()),
-                          cwd=ROOT)
-    if proc.returncode != 0:
-        lines = [x for x in proc.stderr.splitlines() if "Error" in x or "error" in x or 'File "' in x]
-        pytest.fail(f"{config} run failed (rc {proc.returncode}):\n" + "\n".join(lines[-40:]))
-    return proc
+    return run_all([cmd], env or _env(MASTER_PORT=_port()), timeout=timeout, what=f"{config} run")[0]
 
 
 def _reloaded_matches_trained(run: Path, tol: float = 1e-5) -> float:
@@ -163,8 +159,7 @@ def test_zero3_config_without_16bit_save_cannot_save_empty_weights_and_shards_co
     recipe = ds_recipe(save_strategy="steps", save_steps=4)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--main_process_port",
            _port(), str(ROOT / "launch" / "train.py"), str(recipe)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=_env(DS_ACCELERATOR="cpu"), cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_all([cmd], _env(DS_ACCELERATOR="cpu"), timeout=600, what="zero3 run without 16-bit save")[0]
     assert "zero3_save_16bit_model" in proc.stderr  # the warning names the key
     run = tmp_path / "run"
     assert all(t.numel() > 0 for t in _tensors(run / "model.safetensors").values())
