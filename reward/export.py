@@ -152,8 +152,8 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
         model = reference.model
         if hasattr(model, "merge_and_unload"):
             model = model.merge_and_unload()  # LoRA deltas folded in; the trained head is a plain module again
-        if keep_quality_head(model):  # ODIN: only the quality head is exported (and verified against the run)
-            logger.info("length_debias odin: exporting the quality head only")
+        if reference.info.get("length_debias") == "odin" and keep_quality_head(model):
+            logger.info("length_debias odin: exporting the quality head only (verified against the run below)")
         model = model.to(target_dtype)
         candidate = RewardModel(model, reference.tokenizer)
         got = candidate.score_token_ids(seqs)

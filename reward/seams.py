@@ -3,7 +3,10 @@
 Each function here names the detail it leans on; ``tests/test_seams.py`` pins each assumption
 against the installed libraries, so an upgrade that moves one fails in CI, not in a user's run.
 Public APIs are used directly elsewhere; only what is private, undocumented or renamed across
-versions lives here.
+versions lives here. Two assumptions have no code of their own and are pinned by tests only: TRL's
+``DataCollatorForPreference`` stacks all chosen sequences before all rejected ones (the padded path
+splits with ``torch.chunk(…, 2)``), and a ``*ForSequenceClassification`` decoder applies its score
+head to every token before pooling (the packed forward reads rewards from that per-token output).
 """
 
 from __future__ import annotations
@@ -62,19 +65,6 @@ def checkpointing_enabled(args: Any) -> bool:
 def checkpointing_key(field_names: Any) -> str:
     """The name this transformers gives the checkpointing switch (``field_names``: TrainingArguments' fields)."""
     return "activation_checkpointing" if "activation_checkpointing" in field_names else "gradient_checkpointing"
-
-
-def score_head_runs_per_token() -> bool:
-    """Documented assumption, pinned by a test: a ``*ForSequenceClassification`` decoder applies its
-    ``score`` head to every token's hidden state ([B, T, 1]) and pools afterwards (the last non-pad
-    token). The packed forward reads rewards at its own positions from that per-token output."""
-    return True
-
-
-def trl_collator_order() -> tuple[str, str]:
-    """TRL's ``DataCollatorForPreference`` stacks all chosen sequences, then all rejected ones
-    (``torch.chunk(…, 2)`` splits them): the padded path's order, pinned by a test."""
-    return ("chosen", "rejected")
 
 
 @contextmanager

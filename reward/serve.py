@@ -190,16 +190,16 @@ def _query_groups(tokenizer: Any, queries: Sequence[str], prompts: Sequence[str]
     the left (the end of a query holds the answer), and flagged."""
     ids = encode_texts(tokenizer, queries)
     truncated = [False] * len(ids)
-    if max_length:
-        p_lens = None
-        if prompts is not None:
-            p_lens = [len(p) if q.startswith(t) else None
-                      for q, t, p in zip(queries, prompts, encode_texts(tokenizer, prompts))]
-        for i, seq in enumerate(ids):
-            if len(seq) <= max_length:
-                continue
+    long = [i for i, seq in enumerate(ids) if max_length and len(seq) > max_length]
+    if long:
+        p_lens: dict[int, int] = {}
+        if prompts is not None:  # only the over-long queries' prompts are tokenized
+            known = [i for i in long if queries[i].startswith(prompts[i])]
+            p_lens = dict(zip(known, (len(p) for p in encode_texts(tokenizer, [prompts[i] for i in known]))))
+        for i in long:
+            seq = ids[i]
             truncated[i] = True
-            n = p_lens[i] if p_lens else None
+            n = p_lens.get(i)
             if n is not None and 0 < n < len(seq):
                 fit = fit_to_length(seq[:n], [seq[n:]], max_length, clip_responses=True)
                 ids[i] = fit.prompt + fit.responses[0]
@@ -262,13 +262,9 @@ def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: 
                                 headers={"WWW-Authenticate": "Bearer"})
 
     @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
+    async def request_metrics(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
         started = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            response = JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"}, status_code=413)
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         path = request.url.path
         endpoint = path if path in ("/health", "/metrics", "/v1/score", "/get_reward") else "other"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
@@ -330,7 +326,42 @@ def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: 
         except Exception as exc:  # noqa: BLE001 - reported as one line, the server stays up
             raise HTTPException(500, f"scoring failed: {type(exc).__name__}: {str(exc)[:300]}") from None
 
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413 before anything parses it, whether
+    it declares a Content-Length or arrives chunked (uvicorn has no body limit of its own)."""
+
+    def __init__(self, app: Any, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        too_big = declared.isdigit() and int(declared) > self.limit  # refused without reading it
+        body, more = b"", not too_big
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False) and len(body) <= self.limit
+        if too_big or len(body) > self.limit:
+            response = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+            return await response(scope, receive, send)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,

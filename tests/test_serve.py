@@ -132,6 +132,11 @@ def test_get_reward_openrlhf_protocol(server, rm):
         got = r.json()
         assert got["rewards"] == pytest.approx(alone, abs=1e-4) and got["scores"] == got["rewards"]
         assert got["truncated"] == [False] * len(queries)
+    # a query over max_length (64 here) with its prompt known: prompt cut from the left, as `score` cuts it
+    ptxt, rtxt = render_texts(tok, as_messages(PROMPTS[0] + " Please explain in detail." * 8), "Fine, thanks.")
+    r = server.post("/get_reward", {"query": [ptxt + rtxt], "prompts": [ptxt]}).json()
+    want = rm.score(PROMPTS[0] + " Please explain in detail." * 8, "Fine, thanks.")
+    assert r["truncated"] == [True] and r["rewards"][0] == pytest.approx(want, abs=1e-4)
 
 
 @pytest.mark.parametrize("body, status, field", [
@@ -153,6 +158,20 @@ def test_bad_input_is_a_4xx_naming_the_field(server, body, status, field):
     if field:
         assert any(d["field"].startswith(field) for d in r.json()["detail"]), r.json()
     assert httpx.get(server.url + "/health").status_code == 200  # still up
+
+
+def test_a_chunked_body_over_the_limit_is_413(server):
+    """No Content-Length to check: the limit holds on the bytes that arrive."""
+    def chunks():
+        yield b'{"prompt": "'
+        for _ in range(30):
+            yield b"x" * 10000
+        yield b'", "responses": ["a"]}'
+
+    r = httpx.post(server.url + "/v1/score", content=chunks(), headers={**HEADERS, "content-type": "application/json"})
+    assert r.status_code == 413 and "request body over" in r.text
+    small = server.post("/v1/score", {"prompt": "x", "responses": ["a"]})
+    assert small.status_code == 200  # a body under the limit still reaches the endpoint whole
 
 
 def test_get_reward_bad_input(server):
