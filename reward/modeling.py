@@ -321,8 +321,7 @@ def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
     from transformers import AutoModelForSequenceClassification
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dtype is None:
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = parse_dtype(dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
     path = Path(path_or_id)
     info = _read_json(path / RUN_INFO) or _read_json(path / EXPORT_INFO)
     trust = bool(trust_remote_code or info.get("trust_remote_code"))

@@ -28,7 +28,7 @@ import yaml
 from .data.adapters import DATA_FORMATS
 from .data.sources import DataSource
 from .errors import RewardkitError
-from .seams import checkpointing_key
+from .seams import checkpointing_key, cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
 
@@ -458,10 +458,17 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
                 f"recipe key '{qkey}': bitsandbytes quantization needs a CUDA GPU and none is visible. "
                 "Run on a GPU, or remove the key (plain LoRA runs on CPU)."
             )
-    for prec in ("fp16", "bf16"):
-        if train_kw.get(prec) and not cuda:
-            logger.warning("%s was asked for but no CUDA device is present: training in fp32 instead.", prec)
-            train_kw[prec] = False
+    if train_kw.get("fp16") and not cuda:
+        logger.warning("fp16 was asked for but no CUDA device is present: training in fp32 instead.")
+        train_kw["fp16"] = False
+    if train_kw.get("bf16") and not cuda:
+        if cpu_has_native_bf16():
+            # AMX / AVX512-BF16: bf16 autocast on the CPU (fp32 master weights); transformers asks use_cpu for it.
+            train_kw.setdefault("use_cpu", True)
+        else:
+            logger.warning("bf16 was asked for but neither a CUDA device nor a CPU with native bf16 is present: "
+                           "training in fp32 instead.")
+            train_kw["bf16"] = False
     # TRL 1.x turns bf16 on whenever fp16 is off; that is only right where a GPU can run it.
     train_kw.setdefault("bf16", bool(cuda and not train_kw.get("fp16")))
     train_kw.setdefault("dataloader_pin_memory", cuda)  # pinning without CUDA only warns

@@ -81,3 +81,14 @@ def reward_trainer_accepts_outputs(model: Any) -> Iterator[None]:
         yield
     finally:
         config.num_labels = n
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AMX tiles or AVX512-BF16), where bf16
+    autocast is several times faster than fp32; elsewhere it is emulated and slower. torch exposes the
+    check only privately (``torch.cpu._is_amx_tile_supported`` / ``_is_avx512_bf16_supported``)."""
+    import torch
+
+    cpu = torch.cpu
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in
+               ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))

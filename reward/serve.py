@@ -365,12 +365,13 @@ class BodyLimit:
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
-          trust_remote_code: bool = False, settings: ServeSettings | None = None,
+          dtype: str | None = None, trust_remote_code: bool = False, settings: ServeSettings | None = None,
           max_length: int | None = None) -> int:
     """Load the model once and serve until SIGTERM / Ctrl-C (requests in flight finish first)."""
     import uvicorn
 
-    rm = RewardModel.from_pretrained(model, device=device, trust_remote_code=trust_remote_code, max_length=max_length)
+    rm = RewardModel.from_pretrained(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                     max_length=max_length)
     api_key = os.environ.get(API_KEY_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logger.warning("serving on %s without %s: anyone who reaches this port can use the model", host, API_KEY_ENV)

@@ -22,6 +22,6 @@ def test_quickstart_recipe_short(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "held-out accuracy" in proc.stdout
     report = json.loads((out / "data_report.json").read_text())
-    assert report["kept"] + sum(report["dropped"].values()) == report["total"] == 600
+    assert report["kept"] + sum(report["dropped"].values()) == report["total"] == 900
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architectures"] == ["LlamaForSequenceClassification"] and "quantization_config" not in cfg

@@ -58,6 +58,23 @@ def test_fp16_without_cuda_falls_back_with_one_warning(caplog):
     assert len(warnings) == 1 and "fp32" in warnings[0].getMessage()
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA paths")
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_cpu_only_where_the_cpu_computes_it(monkeypatch, caplog, native):
+    """bf16 autocast on a CPU with AMX / AVX512-BF16 (several times faster than fp32 there); elsewhere
+    it would be emulated and slower: fp32 with one warning."""
+    import reward.recipe
+
+    monkeypatch.setattr(reward.recipe, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger="reward.recipe"):
+        r = load_recipe(None, {**BASE, "bf16": True})
+    assert r.training.bf16 is native and r.training.use_cpu is native
+    warnings = [rec.getMessage() for rec in caplog.records if "bf16" in rec.getMessage()]
+    assert len(warnings) == (0 if native else 1)
+    # without the key, a CPU run stays fp32 wherever it runs (pinned losses, reproducible scores)
+    assert load_recipe(None, BASE).training.bf16 is False
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA error")
 def test_4bit_without_cuda_is_a_clear_error():
     with pytest.raises(RecipeError, match=r"'load_in_4bit'.*needs a CUDA GPU"):

@@ -127,3 +127,14 @@ def test_trl_refuses_two_outputs_unless_the_seam_says_one(tiny_model_dir, tmp_pa
     with seams.reward_trainer_accepts_outputs(model):
         RewardTrainer(model=model, args=args, train_dataset=data, processing_class=tok)
     assert model.config.num_labels == 2
+
+
+def test_cpu_bf16_probe_exists_and_answers():
+    """torch keeps its CPU bf16 capability checks private: at least one of the names the probe reads
+    must exist, or the probe would silently say "no" everywhere and the quickstart would run in fp32."""
+    import torch
+
+    from reward.seams import cpu_has_native_bf16
+
+    assert any(hasattr(torch.cpu, n) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    assert isinstance(cpu_has_native_bf16(), bool)

@@ -39,6 +39,19 @@ def test_full_run_writes_complete_run_directory(tiny_recipe, tmp_path):
     assert cfg.pad_token_id is not None and cfg.num_labels == 1
 
 
+@pytest.mark.skipif(torch.cuda.is_available() or not __import__("reward.seams").seams.cpu_has_native_bf16(),
+                    reason="bf16 autocast on a CPU with AMX / AVX512-BF16")
+def test_bf16_on_cpu_trains_close_to_fp32_and_saves_fp32(tiny_recipe):
+    """The quickstart's path on CPUs that compute bf16 natively: autocast with fp32 master weights. The
+    seeded run lands near the fp32 run pinned above (and not on it: autocast really ran)."""
+    from safetensors.torch import load_file
+
+    run = run_training(load_recipe(tiny_recipe(bf16=True, eval_split_size=0.25)))
+    loss = json.loads((run / "metrics.json").read_text())["train"]["train_loss"]
+    assert loss != pytest.approx(0.69894, abs=1e-6) and loss == pytest.approx(0.69894, abs=5e-3)
+    assert {t.dtype for t in load_file(str(run / "model.safetensors")).values()} == {torch.float32}
+
+
 def test_lora_trains_and_saves_the_head(tiny_recipe, tiny_model_dir):
     from safetensors.torch import load_file
 
