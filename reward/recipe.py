@@ -463,8 +463,9 @@ def load_recipe(path: str | Path | None, overrides: list[str] | dict[str, Any] |
         train_kw["fp16"] = False
     if train_kw.get("bf16") and not cuda:
         if cpu_has_native_bf16():
-            # AMX / AVX512-BF16: bf16 autocast on the CPU (fp32 master weights); transformers asks use_cpu for it.
-            train_kw.setdefault("use_cpu", True)
+            # AMX / AVX512-BF16: bf16 autocast on the CPU (fp32 master weights); transformers asks use_cpu for
+            # it, and without CUDA the run is on the CPU whatever the recipe says.
+            train_kw["use_cpu"] = True
         else:
             logger.warning("bf16 was asked for but neither a CUDA device nor a CPU with native bf16 is present: "
                            "training in fp32 instead.")

@@ -69,6 +69,8 @@ def test_bf16_on_cpu_only_where_the_cpu_computes_it(monkeypatch, caplog, native)
     with caplog.at_level(logging.WARNING, logger="reward.recipe"):
         r = load_recipe(None, {**BASE, "bf16": True})
     assert r.training.bf16 is native and r.training.use_cpu is native
+    if native:  # `use_cpu: false` cannot leave transformers to refuse bf16 later, with a traceback
+        assert load_recipe(None, {**BASE, "bf16": True, "use_cpu": False}).training.use_cpu is True
     warnings = [rec.getMessage() for rec in caplog.records if "bf16" in rec.getMessage()]
     assert len(warnings) == (0 if native else 1)
     # without the key, a CPU run stays fp32 wherever it runs (pinned losses, reproducible scores)
