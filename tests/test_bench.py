@@ -1,0 +1,33 @@
+"""bench/throughput.py times the same work for every path (its numbers are read, not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "hh-rlhf-harmless-sample.jsonl.gz"
+
+
+def test_timed_epoch_gives_every_path_the_same_pairs(tokenizer_dir, tmp_path):
+    """With ``--fitting_only --timed_epoch`` stock TRL (which drops pairs over max_length), rewardkit at a
+    fixed pair count and rewardkit under a token budget each time exactly the same pairs, once."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "throughput.py"), "--shapes", "tiny", "--pairs", "60", "--max_length", "192",
+         "--timed_epoch", "--fitting_only", "--budgets", "0", "2000", "--tokenizer", str(tokenizer_dir),
+         "--data", str(SAMPLE), "--out", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    fitting = int(run.stdout.split("--fitting_only: ", 1)[1].split()[0])
+    assert 16 < fitting < 60  # some of the 60 pairs are too long at 192 tokens: the filter did something
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["path"], r["max_tokens"]) for r in rows] == [("trl-stock", 0), ("rk-varlen", 0), ("rk-varlen", 2000)]
+    assert all("error" not in r for r in rows)
+    for r in rows:
+        assert round(r["timed_steps"] * r["pairs_per_step"]) == fitting, r
+        assert r["pairs_per_s"] > 0 and r["tokens_per_s"] > 0
+    assert rows[2]["timed_steps"] < rows[1]["timed_steps"]  # the budget packs more pairs a step
+    assert rows[1]["speedup_pairs_per_s"] == rows[1]["pairs_per_s"] / rows[0]["pairs_per_s"]
