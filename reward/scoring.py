@@ -160,9 +160,10 @@ class RewardModel:
         ``pack_tokens=None``: 512 on CPU, chosen when CPU rows ran SDPA with a dense T×T mask, where
         long rows lost (eval with SmolLM2-135M on 2 cores, 300 HH-RLHF pairs: 143 s at 512 against
         152–170 s padded, 150 s at 256, 175 s at 1024; 120 pairs: 1.44× at 512, 0.94× at 2048); CPU
-        rows now attend per segment (``packing.segment_attention``), whose cost grows with the row only
-        linearly, so longer rows may win there: not re-measured yet. 4096 on a GPU, where varlen or
-        FlexAttention take long rows (not measured yet)."""
+        rows now attend per segment (``packing.segment_attention``), and the row length stopped
+        mattering (quickstart model, fp32, 1,020 shared pairs: 306 s at 512, 300 s at 2048, 300 s with
+        the dense mask at 512). 4096 on a GPU, where varlen or FlexAttention take long rows (not
+        measured yet)."""
         if pack_tokens is None:
             pack_tokens = 512 if self.device.type == "cpu" else 4096
         if pack_tokens <= 0 or not groups or self._packing_ok is False or not self.packable():
