@@ -160,10 +160,18 @@ def flex_block_mask(pair_ids: torch.Tensor, segment_ids: torch.Tensor) -> Any:
     return create_block_mask(mask_mod, B=None, H=None, Q_LEN=t, KV_LEN=t, device=p.device)
 
 
+_PLACEHOLDER = (1, 1, 1, 1)
+
+
+def _is_placeholder(mask: Any) -> bool:
+    """Whether ``mask`` is the varlen path's stand-in (no padded call builds a [1, 1, 1, 1] mask for >1 query)."""
+    return isinstance(mask, torch.Tensor) and tuple(mask.shape) == _PLACEHOLDER and mask.dtype == torch.bool
+
+
 def attention_mask_for(model: Any, pair_ids: torch.Tensor, segment_ids: torch.Tensor) -> Any:
     impl = attn_implementation(model)
     if impl == VARLEN:  # no mask: a 4-D placeholder makes transformers skip building one
-        return torch.ones(1, 1, 1, 1, dtype=torch.bool, device=pair_ids.device)
+        return torch.ones(_PLACEHOLDER, dtype=torch.bool, device=pair_ids.device)
     if impl == "flex_attention":
         return flex_block_mask(pair_ids, segment_ids)
     if impl == "eager":
@@ -294,6 +302,14 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
     SDPA otherwise. query [1, H, T, D], key/value [1, Hkv, T, D] → ([1, T, H, D], None)."""
     layout = kwargs.pop(VARLEN, None)
     if layout is None:
+        if _is_placeholder(attention_mask) and query.shape[2] > 1:
+            # a packed forward whose layout never reached this layer: SDPA under the placeholder would let
+            # every token see every pair, and train or score on wrong rewards without a sign
+            from .recipe import RecipeError
+
+            raise RecipeError("packed_attention: varlen needs the model's attention layers to pass on keyword "
+                              "arguments (transformers' AttentionInterface); this model's do not. "
+                              "Use packed_attention: dense.")
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,

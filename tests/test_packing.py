@@ -178,6 +178,31 @@ def test_varlen_gradients_equal_dense_fp32(tiny_model_dir):
         assert torch.allclose(grads["varlen"][name], g, atol=1e-5, rtol=1e-4), name
 
 
+def test_varlen_layout_that_never_reaches_the_attention_stops(tiny_model_dir):
+    """A model whose attention layers drop keyword arguments would run SDPA under the placeholder mask
+    (every token seeing every pair): the packed forward refuses instead of returning wrong rewards."""
+    from reward.packing import VARLEN, set_packed_attention
+    from reward.recipe import RecipeError
+
+    model = _model(tiny_model_dir, "sdpa")
+    set_packed_attention(model, "varlen", "cpu")
+    pad = model.config.pad_token_id
+    batch = PackedPreferenceCollator(pad_token_id=pad)(_examples(3, 1000, pad, 2))
+    layer = model.model.layers[0].self_attn
+    original = layer.forward
+
+    def drop_layout(*args, **kwargs):
+        kwargs.pop(VARLEN, None)
+        return original(*args, **kwargs)
+
+    layer.forward = drop_layout
+    with pytest.raises(RecipeError, match="packed_attention: dense"), torch.no_grad():
+        packed_rewards(model, ScoreCapture(model.score), batch)
+    layer.forward = original
+    with torch.no_grad():  # a padded call under the same implementation still runs
+        model(input_ids=torch.tensor([[5, 6, 7, 8]]))
+
+
 def test_varlen_attention_is_not_saved(tiny_model_dir, tmp_path):
     """A model trained under the varlen implementation saves a config any transformers can load."""
     import json
