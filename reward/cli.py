@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 
+from .errors import DataError, RewardkitError
 from .recipe import load_recipe
 
 
@@ -75,7 +76,6 @@ def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
 def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
     if ns.suite:
         return _eval_suite(ns)
-    from .data.report import DataError
 
     if not ns.data:
         raise DataError("eval needs --data FILE (preference pairs) or --suite SUITE (RewardBench, RM-Bench).")
@@ -97,7 +97,8 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
               "(--include_seen keeps them)", file=sys.stderr)
     if data["responses_cut_to_max_length"]:
         print(f"{data['responses_cut_to_max_length']} responses are longer than max_length {data['max_length']} "
-              "on their own and were scored on their first tokens (--max_length raises the limit)", file=sys.stderr)
+              "on their own and were scored on their first tokens and end of turn (--max_length raises the limit)",
+              file=sys.stderr)
     if not seen and data["training_prompts_known"] is False:
         print(f"warning: {ns.model} does not record its training prompts (no train_prompt_hashes.json): "
               "cannot check that these pairs are unseen", file=sys.stderr)
@@ -120,7 +121,6 @@ def _eval_suite(ns: argparse.Namespace) -> int:
     from .suites import evaluate_suite, read_suite, render_table, write_suite_report
 
     if ns.data:
-        from .data.report import DataError
 
         raise DataError("give --data or --suite, not both.")
     suite = read_suite(ns.suite, ns.suite_format, ns.split)  # checked before any model loads
@@ -140,7 +140,6 @@ def _eval_suite(ns: argparse.Namespace) -> int:
 
 
 def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .data.report import DataError
     from .scorefile import check_output_file, read_scoring_rows, score_jsonl
     from .scoring import RewardModel
 
@@ -148,7 +147,8 @@ def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
         raise DataError(f"--top_k must be at least 1 (got {ns.top_k}).")
     check_output_file(ns.out)
     rows = read_scoring_rows(ns.input)  # a bad line fails before the model loads
-    rm = RewardModel.from_pretrained(ns.model, device=ns.device, dtype=ns.dtype, trust_remote_code=ns.trust_remote_code)
+    rm = RewardModel.from_pretrained(ns.model, device=ns.device, dtype=ns.dtype, trust_remote_code=ns.trust_remote_code,
+                                     max_length=ns.max_length)
     n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress,
                     normalize=ns.normalize, top_k=ns.top_k, rows=rows, pack_tokens=ns.pack_tokens)
     print(f"scored {n} rows → {ns.out}")
@@ -214,12 +214,31 @@ TRUST_HELP = ("run Python code shipped with the model (config auto_map); off by 
 SCORING_DTYPES = ["float32", "bfloat16", "bf16", "float16", "fp16"]
 DTYPE_HELP = ("weights' dtype: float32, bfloat16 or float16 (default: bfloat16 on a GPU, float32 on CPU; "
               "bfloat16 is several times faster on CPUs with AMX / AVX512-BF16)")
+MAX_LENGTH_HELP = ("cut what is longer (the prompt from the left; a response alone keeps its start and its end of "
+                   "turn); default: the model's context (max_position_embeddings), not the training max_length")
 PACK_TOKENS_HELP = ("tokens per packed row: the prompt is computed once for all its responses, without padding "
                     "(default 512 on CPU, 4096 on GPU; 0: padded batches of --batch_size)")
 
 
+def version_line() -> str:
+    """``rewardkit X`` and the versions of the libraries a run depends on (read from metadata: nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libs = ", ".join(f"{n} {of(n)}" for n in ("torch", "transformers", "trl", "accelerate", "peft", "datasets"))
+    return f"rewardkit {__version__} ({libs})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rewardkit", description="Train, evaluate, export and serve reward models.")
+    p.add_argument("--version", action="version", version=version_line())
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train from a recipe (extra --key value pairs override it)")
@@ -251,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--include_seen", action="store_true",
                    help="keep pairs whose prompt the model trained on (left out by default)")
     e.add_argument("--no_progress", action="store_true")
-    e.add_argument("--max_length", type=POSITIVE_INT, default=None, help="default: the run's max_length")
+    e.add_argument("--max_length", type=POSITIVE_INT, default=None, help=MAX_LENGTH_HELP)
     e.add_argument("--max_pairs", type=POSITIVE_INT, default=None)
     e.add_argument("--batch_size", type=POSITIVE_INT, default=16, help="sequences per padded batch (with --pack_tokens 0)")
     e.add_argument("--pack_tokens", type=NON_NEGATIVE_INT, default=None, help=PACK_TOKENS_HELP)
@@ -268,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--batch_size", type=POSITIVE_INT, default=16, help="sequences per padded batch (with --pack_tokens 0)")
     s.add_argument("--pack_tokens", type=NON_NEGATIVE_INT, default=None, help=PACK_TOKENS_HELP)
+    s.add_argument("--max_length", type=POSITIVE_INT, default=None, help=MAX_LENGTH_HELP)
     s.add_argument("--device", default=None)
     s.add_argument("--dtype", default=None, choices=SCORING_DTYPES, help=DTYPE_HELP)
     s.add_argument("--no_progress", action="store_true")
@@ -314,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tokens per packed row; requests arriving together are packed up to this")
     sv.add_argument("--max_wait_ms", type=_number(float, 0), default=5.0,
                     help="how long a request waits for others to share its batch")
-    sv.add_argument("--max_length", type=POSITIVE_INT, default=None, help="default: the run's max_length")
+    sv.add_argument("--max_length", type=POSITIVE_INT, default=None, help=MAX_LENGTH_HELP)
     sv.add_argument("--max_body_bytes", type=POSITIVE_INT, default=8 * 2**20, help="larger bodies get 413")
     sv.add_argument("--max_responses", type=POSITIVE_INT, default=1024,
                     help="responses (or queries) per request; more get 413")
@@ -341,7 +361,6 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import RewardkitError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .errors import DataError
 from .scorefile import iter_prompts
 from .scoring import RewardModel
 
@@ -46,7 +47,6 @@ def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_to
              trust_remote_code: bool = False) -> list[dict[str, Any]]:
     """Best-of-n: ``n`` sampled answers per prompt, ranked by the reward model; writes
     ``demo_results.json`` and ``demo_scores.png`` to ``out_dir`` and returns the results."""
-    from .data.report import DataError
 
     try:
         prompts = list(iter_prompts(prompts_path))

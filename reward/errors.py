@@ -1,5 +1,6 @@
-"""rewardkit's one error type: whatever a user can fix (a recipe, a file, a flag, a run that diverged)
-is a :class:`RewardkitError`, which the CLI prints as one ``error:`` line with exit status 2.
+"""Every rewardkit error class, in one module that imports nothing of rewardkit (so any module can raise
+any of them). Whatever a user can fix (a recipe, a file, a flag, a run that diverged) is a
+:class:`RewardkitError`, which the CLI prints as one ``error:`` line with exit status 2.
 
 Subclasses keep the built-in base they had (``ValueError``, ``RuntimeError``), so code that caught
 those still does."""
@@ -13,3 +14,27 @@ class RewardkitError(Exception):
 
 class TrainingDiverged(RewardkitError, RuntimeError):
     """The training loss became NaN or infinite: the run is stopped and not stamped complete."""
+
+
+class RecipeError(RewardkitError, ValueError):
+    """A recipe that cannot run. The message names the key and the fix."""
+
+
+class ExportError(RewardkitError, RuntimeError):
+    """The export would not reproduce the run's rewards, or the run cannot be exported."""
+
+
+class RemoteCodeError(RewardkitError):
+    """A model that ships its own Python code, loaded without ``trust_remote_code``."""
+
+
+class ModelLoadError(RewardkitError, ValueError):
+    """A model or run directory that cannot be loaded: what is missing or damaged, in one line."""
+
+
+class ScoringError(RewardkitError, ValueError):
+    """A model cannot score as asked (no reward statistics to normalise with, …)."""
+
+
+class DataError(RewardkitError, ValueError):
+    """Input that cannot be read as intended (a non-string text field, a missing column…)."""

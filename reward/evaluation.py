@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DataError
 from .rundir import METRICS, atomic_write_text, metrics_json
 
 
@@ -75,7 +76,6 @@ def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
     c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
     n = len(c)
     if n == 0:
-        from .data.report import DataError
 
         raise DataError("no pairs to evaluate: every pair was dropped or left out (see the data report above).")
     m = c - r
@@ -286,7 +286,6 @@ def evaluate_file(rm: Any, path: str, fmt: str = "pairs", max_length: int | None
         report.drop("prompt_seen_in_training", len(pairs) - len(kept))
         pairs = kept
     if not pairs:
-        from .data.report import DataError
 
         raise DataError(f"{path}: no pairs left to evaluate:\n{report.summary()}")
     if max_pairs is not None and len(pairs) > max_pairs:

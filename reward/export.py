@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from .errors import RewardkitError
+from .data.formatting import chat_format, consumer_tokenizer
+from .errors import ExportError
 from .modeling import keep_quality_head, parse_dtype
 from .rundir import (
     EXPORT_INFO,
@@ -41,10 +42,6 @@ PROBES = [  # used for verification when the run's held-out data cannot be rebui
     ("What is 12 times 12?", "144."),
     ("What is 12 times 12?", "It is 124."),
 ]
-
-
-class ExportError(RewardkitError, RuntimeError):
-    """The export would not reproduce the run's rewards, or the run cannot be exported."""
 
 
 def default_tolerance(dtype_name: str) -> float:
@@ -210,10 +207,17 @@ def _write_export(out: Path, run: Path, weights: Path, model: Any, tokenizer: An
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
-        model.config.pad_token_id = tokenizer.pad_token_id
+        consumer = consumer_tokenizer(tokenizer)
+        model.config.pad_token_id = consumer.pad_token_id
         model.config.num_labels = 1
+        # what the RL frameworks read from config.json: OpenRLHF's --normalize_reward takes mean/std;
+        # vLLM's classify pooler applies no sigmoid to a "regression" head (the raw reward)
+        model.config.problem_type = "regression"
+        if stats["reward_mean"] is not None and stats["reward_std"]:
+            model.config.mean, model.config.std = float(stats["reward_mean"]), float(stats["reward_std"])
         model.save_pretrained(str(tmp), max_shard_size="2GB")
-        tokenizer.save_pretrained(str(tmp))
+        consumer.save_pretrained(str(tmp))
+        verification["plain_forms"] = check_plain_forms(tmp, tokenizer)
         if (run / TRAIN_PROMPTS).is_file():  # lets `rewardkit eval` on the export leave out training pairs
             shutil.copy(run / TRAIN_PROMPTS, tmp / TRAIN_PROMPTS)
         export_info = {
@@ -225,6 +229,7 @@ def _write_export(out: Path, run: Path, weights: Path, model: Any, tokenizer: An
             "truncation": info.get("truncation", "left"),
             "reward_mean": stats["reward_mean"],
             "reward_std": stats["reward_std"],
+            "reward_read_at": chat_format(tokenizer).turn_end,
             "verification": verification,
         }
         (tmp / "README.md").write_text(model_card(run, export_info, stats["metrics"], tokenizer))
@@ -242,6 +247,38 @@ def _write_export(out: Path, run: Path, weights: Path, model: Any, tokenizer: An
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_plain_forms(folder: Path, tokenizer: Any) -> int:
+    """The written tokenizer, read back by plain ``transformers``, must give the scored token sequence
+    (the reading rule) for the probe pairs in the two forms a client builds without rewardkit: its chat
+    template's rendering of the conversation, and the prompt rendering + reply + end-of-turn token (as
+    OpenRLHF decodes a policy's output); and the model's pad token must not be that token. Returns the
+    number of sequences checked; an :class:`ExportError` otherwise (nothing is published)."""
+    from transformers import AutoTokenizer
+
+    from .data.formatting import as_messages, chat_format, encode_pairs
+
+    plain = AutoTokenizer.from_pretrained(str(folder))
+    fmt = chat_format(tokenizer)
+    if plain.pad_token_id is None or plain.pad_token == fmt.turn_end:
+        raise ExportError(f"export tokenizer pads with {plain.pad_token!r}, the end-of-turn token: plain transformers "
+                          "would read rewards one token early.")
+    p_ids, r_ids = encode_pairs(tokenizer, [as_messages(p) for p, _ in PROBES], [[r] for _, r in PROBES])
+    checked = 0
+    for (prompt, reply), p, (r,) in zip(PROBES, p_ids, r_ids):
+        forms = {"prompt + reply + end of turn": plain.decode(p) + reply + fmt.turn_end}
+        if getattr(plain, "chat_template", None):
+            messages = as_messages(prompt) + [{"role": "assistant", "content": reply}]
+            forms["chat template"] = plain.apply_chat_template(messages, tokenize=False)
+        for name, text in forms.items():
+            got = plain(text, add_special_tokens=False)["input_ids"]
+            if got != p + r:
+                raise ExportError(f"export check: plain transformers' {name} form of a probe pair tokenizes to "
+                                  f"{plain.decode(got)[-60:]!r}, not the scored sequence {plain.decode(p + r)[-60:]!r}; "
+                                  "nothing was written.")
+            checked += 1
+    return checked
 
 
 def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokenizer: Any) -> str:
@@ -318,19 +355,21 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
     ]
     if getattr(tokenizer, "chat_template", None):
         lines += [
-            "prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)",
-            'full = tok.apply_chat_template(messages + [{"role": "assistant", "content": "Boil it for 9 minutes."}], tokenize=False)',  # noqa: E501 (the card's code, one line each)
-            "ids = tok(prompt, add_special_tokens=False).input_ids + tok(full[len(prompt):], add_special_tokens=False).input_ids",  # noqa: E501 (the card's code, one line each)
+            'text = tok.apply_chat_template(messages + [{"role": "assistant", "content": "Boil it for 9 minutes."}], '
+            'tokenize=False)',
         ]
     else:
-        lines += [
-            'prompt = "\\n\\nHuman: How do I boil an egg?\\n\\nAssistant:"',
-            'ids = tok(prompt, add_special_tokens=False).input_ids + tok(" Boil it for 9 minutes.", add_special_tokens=False).input_ids',  # noqa: E501 (the card's code, one line each)
-        ]
+        lines += ['text = "\\n\\nHuman: How do I boil an egg?\\n\\nAssistant: Boil it for 9 minutes." + tok.eos_token']
     lines += [
         "with torch.no_grad():",
-        "    reward = model(torch.tensor([ids])).logits[0, 0].item()",
+        "    reward = model(**tok(text, add_special_tokens=False, return_tensors=\"pt\")).logits[0, 0].item()",
         "```",
+        "",
+        f"The reward is read at the end-of-turn token `{chat_format(tokenizer).turn_end}` that closes the reply: "
+        "the chat template above ends there, and so does a policy's output decoded with its special tokens "
+        "(OpenRLHF's `--remote_rm_url` queries). Batches may be padded on either side. A text without that token "
+        "(decoded with `skip_special_tokens=True`, or TRL's plain-string `prompt + completion`) is read elsewhere: "
+        "use rewardkit's reward function or server for those.",
         "",
         "## Usage with rewardkit",
         "```python",

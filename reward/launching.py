@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from .recipe import RecipeError
+from .errors import RecipeError
 
 logger = logging.getLogger(__name__)
 CPU_CONFIGS = ("multi_cpu", "zero2_cpu", "zero3_cpu")

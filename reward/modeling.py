@@ -14,10 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .errors import RewardkitError
-from .recipe import RecipeError
+from .errors import ModelLoadError, RecipeError, RemoteCodeError, RewardkitError
 from .rundir import EXPORT_INFO, RUN_INFO
-from .seams import drop_quantizer, suppress_seqcls_warning
+from .seams import config_holder, drop_quantizer, suppress_seqcls_warning
 
 logger = logging.getLogger(__name__)
 HEAD_NAMES = ("score", "classifier")
@@ -46,10 +45,6 @@ def resolve_model_path(name_or_path: str, gguf_file: str | None = None) -> tuple
         if len(found) == 1:  # a folder that holds one GGUF and no transformers config: that file is the model
             return name_or_path, found[0]
     return name_or_path, gguf_file
-
-
-class RemoteCodeError(RewardkitError):
-    """A model that ships its own Python code, loaded without ``trust_remote_code``."""
 
 
 def check_remote_code(name_or_path: str, trust_remote_code: bool) -> None:
@@ -99,11 +94,46 @@ def load_tokenizer(name_or_path: str, gguf_file: str | None = None, revision: st
         tok = AutoTokenizer.from_pretrained(path, **kwargs)
     except ValueError as exc:
         raise (remote_code_refused(name_or_path, exc) or exc) from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token or tok.unk_token
-        if tok.pad_token is None:
-            raise RecipeError(f"{name_or_path}: tokenizer has no pad, EOS or UNK token to pad with; set pad_token.")
+    set_distinct_pad(tok)
     return tok
+
+
+PAD_TOKEN = "<|rewardkit_pad|>"
+"""Added as the pad token when a tokenizer has no spare special token for it (GPT-2)."""
+
+
+def set_distinct_pad(tokenizer: Any) -> None:
+    """Give the tokenizer a pad token that is not its end-of-turn token (nor EOS, nor BOS).
+
+    A ``*ForSequenceClassification`` model reads the reward at the last token that is not the pad
+    token; with pad == EOS (SmolLM2, and TRL's own fallback) a text that ends at the EOS a policy emits
+    is read one token early, which breaks the reading rule (``reward.data.formatting``) for every plain
+    consumer. The pad is the unknown token or another special token the chat template never writes;
+    only when there is none is :data:`PAD_TOKEN` added (the model's embeddings then grow by one row:
+    :func:`fit_embeddings`)."""
+    from .data.formatting import chat_format
+
+    taken = {tokenizer.eos_token, tokenizer.bos_token, chat_format(tokenizer).turn_end} - {None}
+    if tokenizer.pad_token is not None and tokenizer.pad_token not in taken:
+        return
+    template = str(getattr(tokenizer, "chat_template", None) or "")
+    for candidate in [tokenizer.unk_token, *getattr(tokenizer, "all_special_tokens", [])]:
+        if candidate and candidate not in taken and candidate not in template:
+            tokenizer.pad_token = candidate
+            return
+    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+
+
+def fit_embeddings(model: Any, tokenizer: Any) -> None:
+    """Grow the input embeddings to the tokenizer's size (a pad token added by :func:`set_distinct_pad`),
+    and point the config at the tokenizer's pad token: the one place a model learns its pad id."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows and rows > 0:  # rows == 0: a ZeRO-3 shard, resized by the full model's owner
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    text = model.config.get_text_config()
+    if text is not model.config:
+        text.pad_token_id = tokenizer.pad_token_id
 
 
 def head_name(model: Any) -> str:
@@ -293,16 +323,10 @@ def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = N
                               "already a one-output reward model, whose head this load (ZeRO-3) cannot replace; start "
                               "from the language model, or use length_debias: corr_penalty.") from None
         raise
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if model.config.get_text_config() is not model.config:
-        model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    fit_embeddings(model, tokenizer)
     if model_args.use_peft:
         check_lora_targets(model, model_args.lora_target_modules)
     return model
-
-
-class ModelLoadError(RewardkitError, ValueError):
-    """A model or run directory that cannot be loaded: what is missing or damaged, in one line."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -344,7 +368,11 @@ def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
     tokenizer = load_tokenizer(str(path_or_id), trust_remote_code=trust) \
         if (not path.exists() or (path / "tokenizer_config.json").is_file()) \
         else load_tokenizer(info["model_name_or_path"], info.get("gguf_file"), trust_remote_code=trust)
-    model.config.pad_token_id = tokenizer.pad_token_id
+    check_reward_head(model, info, str(path_or_id))
+    fit_embeddings(model, tokenizer)
+    if info and "reward_read_at" not in info:
+        logger.warning("%s was trained by a rewardkit that read rewards after the chat template's trailing characters; "
+                       "it is scored at the end-of-turn token now, which shifts its rewards: retrain it.", path_or_id)
     model.to(device=device, dtype=dtype).eval()
     return model, tokenizer, info
 
@@ -391,6 +419,24 @@ def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any, trust_remote
     except Exception as exc:  # safetensors/peft raise many types for truncated or foreign files
         raise ModelLoadError(f"{run}: the adapter could not be loaded ({type(exc).__name__}: {exc}); "
                          "it may be corrupted or from another base model.") from exc
+
+
+def check_reward_head(model: Any, info: dict[str, Any], name: str) -> None:
+    """Refuse what is not a reward model: one output, or two for an ODIN run (its quality output is read).
+    A 2-label classifier would otherwise be scored silently on its first logit."""
+    n = config_holder(model).config.num_labels
+    if n == 1 or (n == 2 and info.get("length_debias") == "odin"):
+        return
+    raise ModelLoadError(f"{name}: num_labels is {n}: not a reward model (a reward model has one output; two are "
+                         "accepted only from an ODIN run, whose rewardkit_run.json says length_debias: odin).")
+
+
+def context_length(model: Any) -> int | None:
+    """The longest sequence the model was built for (``max_position_embeddings``), or None if it says none."""
+    config = config_holder(model).config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) and n > 0 else None
 
 
 def keep_quality_head(model: Any) -> bool:

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .errors import RecipeError
 from .seams import attn_implementation, config_holder
 
 PROMPT, CHOSEN, REJECTED = 0, 1, 2
@@ -178,7 +179,6 @@ def attention_mask_for(model: Any, pair_ids: torch.Tensor, segment_ids: torch.Te
         return dense_mask(pair_ids, segment_ids, dtype=next(model.parameters()).dtype)
     if impl == "sdpa":
         return dense_mask(pair_ids, segment_ids)
-    from .recipe import RecipeError
 
     raise RecipeError(
         f"packing needs attn_implementation in {SUPPORTED_ATTENTION}, the model uses '{impl}'. "
@@ -275,7 +275,6 @@ def set_packed_attention(model: Any, mode: str, device: torch.device | str, half
         impl = {"varlen": VARLEN, "flex": "flex_attention"}[mode]
     if impl == VARLEN:
         if torch.device(device).type == "cuda" and not (half and varlen_available(device)):
-            from .recipe import RecipeError
 
             raise RecipeError("packed_attention: varlen runs FlashAttention in fp16/bf16 (torch ≥ 2.10) on CUDA; "
                              "this run is fp32 or the kernel is missing: use packed_attention: dense or auto.")
@@ -305,7 +304,6 @@ def varlen_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
         if _is_placeholder(attention_mask) and query.shape[2] > 1:
             # a packed forward whose layout never reached this layer: SDPA under the placeholder would let
             # every token see every pair, and train or score on wrong rewards without a sign
-            from .recipe import RecipeError
 
             raise RecipeError("packed_attention: varlen needs the model's attention layers to pass on keyword "
                               "arguments (transformers' AttentionInterface); this model's do not. "

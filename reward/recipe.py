@@ -27,7 +27,7 @@ import yaml
 
 from .data.adapters import DATA_FORMATS
 from .data.sources import DataSource
-from .errors import RewardkitError
+from .errors import RecipeError
 from .seams import checkpointing_key, cpu_has_native_bf16
 
 logger = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ logger = logging.getLogger(__name__)
 TRUNCATION_POLICIES = ("left", "drop")
 PACKED_ATTENTION = ("auto", "varlen", "flex", "dense")
 LENGTH_DEBIAS = ("none", "odin", "corr_penalty")
-
-
-class RecipeError(RewardkitError, ValueError):
-    """A recipe that cannot run. The message names the key and the fix."""
 
 
 @dataclass

@@ -10,13 +10,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .errors import DataError
 from .rundir import atomic_file
 from .scoring import Prompt, RewardModel
 
 
 def _scoring_items(row: Any, line_no: int, input_path: str) -> list[tuple[Prompt, str]]:
     """The (prompt, response) items of one input row, or a DataError naming the line."""
-    from .data.report import DataError
 
     if not isinstance(row, dict):
         raise DataError(f"{input_path}:{line_no}: expected a JSON object, got {type(row).__name__}.")
@@ -45,7 +45,6 @@ def _scoring_items(row: Any, line_no: int, input_path: str) -> list[tuple[Prompt
 
 def check_output_file(path: str) -> None:
     """An output file name that can be written, checked before any model loads."""
-    from .data.report import DataError
 
     out = Path(path)
     if out.is_dir():
@@ -57,7 +56,6 @@ def check_output_file(path: str) -> None:
 
 def read_scoring_rows(input_path: str) -> list[tuple[int, dict[str, Any]]]:
     """Every row, checked before any scoring: a bad line fails in seconds, not after hours of work."""
-    from .data.report import DataError
     from .data.sources import iter_jsonl
 
     if not Path(input_path).is_file():
@@ -82,7 +80,6 @@ def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: 
     computed once for all its responses (:meth:`RewardModel.score_sequence_groups`)."""
 
     if top_k is not None and top_k < 1:
-        from .data.report import DataError
 
         raise DataError(f"top_k must be at least 1 (got {top_k}).")
     rows = read_scoring_rows(input_path) if rows is None else rows

@@ -16,17 +16,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .data.formatting import Message, as_messages, encode_pairs, fit_to_length
-from .errors import RewardkitError
+from .data.formatting import Message, as_messages, encode_pairs, encode_texts, fit_to_length
+from .errors import ScoringError
 from .rundir import TRAIN_PROMPTS, held_out_reward_stats
 from .seams import attn_implementation
 
 logger = logging.getLogger(__name__)
 Prompt = str | Sequence[Message]
-
-
-class ScoringError(RewardkitError, ValueError):
-    """A model cannot score as asked (no reward statistics to normalise with, …)."""
 
 
 class Encoded(NamedTuple):
@@ -39,6 +35,8 @@ class Encoded(NamedTuple):
     """Responses longer than ``max_length`` on their own, scored on their first tokens."""
     response_lengths: list[list[int]]
     """Each response's own token count, before any cut (for length-bias statistics)."""
+    prompts: list[list[int]]
+    """Each group's prompt ids, before any cut: groups with the same prompt can be scored as one."""
 
 
 class RewardModel:
@@ -62,11 +60,13 @@ class RewardModel:
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
                         max_length: int | None = None, trust_remote_code: bool = False) -> RewardModel:
-        from .modeling import load_scoring_model
+        from .modeling import context_length, load_scoring_model
 
         model, tok, info = load_scoring_model(path_or_id, device, dtype, trust_remote_code)
-        return cls(model, tok, max_length or info.get("max_length"), info.get("truncation", "left"), info,
-                   source=str(path_or_id))
+        # outside training a response is scored whole, up to the model's context (as RewardBench and the RL
+        # frameworks score it): the training max_length is a compute budget, not a property of the reward
+        return cls(model, tok, max_length or context_length(model) or info.get("max_length"),
+                   info.get("truncation", "left"), info, source=str(path_or_id))
 
     @functools.cached_property
     def reward_stats(self) -> dict[str, float] | None:
@@ -241,8 +241,24 @@ class RewardModel:
         to ``max_length`` (default: the model's) one response at a time by the training length rule
         (``reward.data.formatting.fit_to_length``), so a response scores the same alone or with others.
         A response too long on its own keeps its first tokens (and is counted and logged)."""
-        limit = max_length or self.max_length
         p_ids, r_ids = encode_pairs(self.tokenizer, [as_messages(p) for p in prompts], responses)
+        return self._fit(p_ids, r_ids, max_length)
+
+    def encode_texts(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None,
+                     max_length: int | None = None) -> tuple[list[list[int]], Encoded]:
+        """Clients' full texts (OpenRLHF's queries, a rendered conversation, a policy's decoded output),
+        mapped onto the reading rule (``reward.data.formatting.split_text``): each gets the reward
+        :meth:`score` gives its (prompt, response). Texts of the same prompt form one group (the
+        prompt is computed once). Returns, per group, the indices of its texts, and the encoding."""
+        p_ids, r_ids, _ = encode_texts(self.tokenizer, texts, prompts)
+        by_prompt: dict[tuple[int, ...], list[int]] = {}
+        for i, p in enumerate(p_ids):
+            by_prompt.setdefault(tuple(p), []).append(i)
+        index = list(by_prompt.values())
+        return index, self._fit([p_ids[g[0]] for g in index], [[r_ids[i] for i in g] for g in index], max_length)
+
+    def _fit(self, p_ids: list[list[int]], r_ids: list[list[list[int]]], max_length: int | None) -> Encoded:
+        limit = max_length or self.max_length
         groups, truncated, cut = [], [], 0
         for p, rs in zip(p_ids, r_ids):
             fits = [fit_to_length(p, [r], limit, "left", clip_responses=True) for r in rs]
@@ -251,7 +267,7 @@ class RewardModel:
             cut += sum(f.responses_cut for f in fits)
         if cut:
             logger.warning("%d responses exceed max_length %s on their own: scored on their first tokens", cut, limit)
-        return Encoded(groups, truncated, cut, [[len(r) for r in rs] for rs in r_ids])
+        return Encoded(groups, truncated, cut, [[len(r) for r in rs] for rs in r_ids], [list(p) for p in p_ids])
 
     # -- public API ---------------------------------------------------------------------------
     def score(self, prompt: Prompt, response: str, normalize: bool = False) -> float:
@@ -267,12 +283,33 @@ class RewardModel:
         seqs = [g[0] for g in self.encode([p for p, _ in pairs], [[r] for _, r in pairs]).groups]
         return [norm(x) for x in self.score_token_ids(seqs, batch_size=batch_size, progress=progress)]
 
+    def score_texts(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None,
+                    normalize: bool = False) -> list[float]:
+        """Rewards of clients' full texts (:meth:`encode_texts`), in input order: each the reward
+        :meth:`score` gives its (prompt, response), whatever end or start the client gave the text."""
+        norm = self.normalizer(normalize)
+        index, encoded = self.encode_texts(texts, prompts)
+        out = [0.0] * len(texts)
+        for idx, values in zip(index, self.score_sequence_groups(encoded.groups)):
+            for i, v in zip(idx, values):
+                out[i] = norm(v)
+        return out
+
     def rank(self, prompt: Prompt, responses: Sequence[str], batch_size: int = 16,
              pack_tokens: int | None = None) -> list[tuple[str, float]]:
         """Responses sorted best first, with their rewards (the prompt computed once: :meth:`score_sequence_groups`)."""
         scores = self.score_sequence_groups(self.encode([prompt], [list(responses)]).groups, batch_size=batch_size,
                                             pack_tokens=pack_tokens)[0]
         return sorted(zip(responses, scores), key=lambda x: x[1], reverse=True)
+
+    def as_reward_func(self, normalize: bool = False, device: Any = None, name: str | None = None,
+                       pack_tokens: int | None = None) -> Any:
+        """This model as a reward function for TRL's ``GRPOTrainer`` / ``RLOOTrainer`` (``reward_funcs``):
+        every completion formatted as training formatted it, each prompt computed once for its group
+        (:class:`reward.reward_func.RewardFunction`)."""
+        from .reward_func import RewardFunction
+
+        return RewardFunction(self, normalize=normalize, device=device, name=name, pack_tokens=pack_tokens)
 
     def evaluate_conversation(self, conversation: Sequence[tuple[str, str]]) -> list[float]:
         """Reward of each assistant turn in the context of the turns before it."""

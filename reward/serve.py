@@ -5,13 +5,22 @@ Endpoints:
 - ``GET /metrics``: Prometheus text (``prometheus_client``).
 - ``POST /v1/score`` ``{"prompt": str | messages, "responses": [...], "normalize": false}`` →
   ``{"scores": [...], "truncated": [...]}``: what ``rewardkit score`` writes for the same row.
-- ``POST /get_reward``: OpenRLHF's remote reward protocol (``--remote_rm_url``, its ``serve_rm.py``):
-  ``{"query": [full texts], "prompts": [...], "labels": [...]}`` → ``{"rewards", "scores", "truncated"}``.
+- ``POST /get_reward``: OpenRLHF's remote reward protocol (``--remote_rm_url``; its ``serve_rm.py``
+  and ``openrlhf/utils/agent.py`` at 3c3be62): ``{"query": [full texts], "prompts": [...], "labels": [...]}``
+  → ``{"rewards", "scores", "extra_logs", "truncated"}``; empty lists (a second server's share of one
+  sample) get empty lists.
+- ``POST /classify``: vLLM's pooling API as verl's reward loop calls it (``{"input": text or texts,
+  "use_activation": false}`` → ``{"data": [{"index", "probs": [reward], ...}]}``).
+
+Every text is mapped onto the reading rule (``reward.data.formatting``): a query that ends at the
+end-of-turn token, one that ends with the chat template's trailing characters, one with no end of
+turn, with or without its BOS, gets the reward ``rewardkit score`` gives its (prompt, response).
 
 What it adds over a plain model-behind-FastAPI (OpenRLHF's server, LLaMA-Factory's ``/v1/score``):
 requests that arrive within ``max_wait_ms`` of each other are scored together, packed without padding
 into rows of at most ``max_batch_tokens`` tokens, and the responses of one prompt (a GRPO group,
-best-of-n samples) compute that prompt once (``RewardModel.score_sequence_groups``). One forward runs
+best-of-n samples, also when each arrives in a request of its own, as OpenRLHF sends them) compute
+that prompt once (``RewardModel.score_sequence_groups``). One forward runs
 at a time on the device; every result goes back to its own request, in order.
 
 Safe by default: binds 127.0.0.1; with ``REWARDKIT_API_KEY`` set every endpoint but ``/health``
@@ -25,10 +34,11 @@ flight and exits 0.
 import asyncio
 import hmac
 import logging
+import math
 import os
 import signal
 import time
-from collections.abc import Sequence
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +47,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from .data.formatting import encode_texts, fit_to_length
-from .scoring import RewardModel, ScoringError
+from .errors import ScoringError
+from .scoring import Encoded, RewardModel
 
 logger = logging.getLogger(__name__)
 API_KEY_ENV = "REWARDKIT_API_KEY"
@@ -62,6 +72,8 @@ class ServeSettings:
 @dataclass
 class _Job:
     groups: list[list[list[int]]]
+    prompts: list[tuple[int, ...]]
+    """Each group's prompt ids: groups of one prompt from different requests are scored as one."""
     future: "asyncio.Future[list[list[float]]]"
     tokens: int
     enqueued: float = field(default_factory=time.perf_counter)
@@ -107,9 +119,11 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
 
-    async def score(self, groups: list[list[list[int]]]) -> list[list[float]]:
+    async def score(self, encoded: Encoded) -> list[list[float]]:
         future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Job(groups, future, sum(len(s) for g in groups for s in g)))
+        groups = encoded.groups
+        self.queue.put_nowait(_Job(groups, [tuple(p) for p in encoded.prompts], future,
+                                   sum(len(s) for g in groups for s in g)))
         self.metrics.queue_depth.inc()
         return await future
 
@@ -135,7 +149,19 @@ class Batcher:
         groups = [g for job in batch for g in job.groups]
         if not self.settings.batching:  # naive: each sequence alone, padded
             return [[self.rm.score_token_ids([s], batch_size=1)[0] for s in g] for g in groups]
-        return self.rm.score_sequence_groups(groups, pack_tokens=self.settings.max_batch_tokens)
+        # one group per prompt across the batch's requests: OpenRLHF sends each sample of a prompt alone
+        merged: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        flat = [(prompt, g) for job in batch for prompt, g in zip(job.prompts, job.groups)]
+        for n, (prompt, g) in enumerate(flat):
+            merged.setdefault(prompt, []).extend((n, j) for j in range(len(g)))
+        slots = list(merged.values())
+        scores = self.rm.score_sequence_groups([[flat[n][1][j] for n, j in slot] for slot in slots],
+                                               pack_tokens=self.settings.max_batch_tokens)
+        out = [[0.0] * len(g) for _, g in flat]
+        for slot, values in zip(slots, scores):
+            for (n, j), v in zip(slot, values):
+                out[n][j] = v
+        return out
 
     async def _run(self) -> None:
         while True:
@@ -173,66 +199,20 @@ class ScoreRequest(BaseModel):
 
 
 class RewardRequest(BaseModel):
-    """``/get_reward``: OpenRLHF's remote reward model request."""
+    """``/get_reward``: OpenRLHF's remote reward model request (``prompts`` rendered, plain or absent)."""
 
-    query: list[str] = Field(min_length=1)
+    query: list[str]
     prompts: list[str] | None = None
     labels: list[Any] | None = None
 
 
-def _query_groups(tokenizer: Any, queries: Sequence[str], prompts: Sequence[str] | None,
-                  max_length: int | None) -> tuple[list[list[int]], list[list[list[int]]], list[bool]]:
-    """OpenRLHF's full-text queries → (index groups, token groups, truncated flags). Queries of the same
-    prompt (``prompts[i]``, else a shared token prefix) form one group, so the prompt is computed once.
+class ClassifyRequest(BaseModel):
+    """``/classify``: vLLM's pooling request as verl sends it (``activation`` is its name before vLLM 0.11.2)."""
 
-    Each query is scored as given. One over ``max_length`` is cut by the training rule when its prompt
-    is known (prompt cut from the left; a response too long alone keeps its first tokens), else from
-    the left (the end of a query holds the answer), and flagged."""
-    ids = encode_texts(tokenizer, queries)
-    truncated = [False] * len(ids)
-    long = [i for i, seq in enumerate(ids) if max_length and len(seq) > max_length]
-    if long:
-        p_lens: dict[int, int] = {}
-        if prompts is not None:  # only the over-long queries' prompts are tokenized
-            known = [i for i in long if queries[i].startswith(prompts[i])]
-            p_lens = dict(zip(known, (len(p) for p in encode_texts(tokenizer, [prompts[i] for i in known]))))
-        for i in long:
-            seq = ids[i]
-            truncated[i] = True
-            n = p_lens.get(i)
-            if n is not None and 0 < n < len(seq):
-                fit = fit_to_length(seq[:n], [seq[n:]], max_length, clip_responses=True)
-                ids[i] = fit.prompt + fit.responses[0]
-            else:
-                ids[i] = seq[len(seq) - max_length:]
-    if prompts is not None:
-        by_prompt: dict[str, list[int]] = {}
-        for i, text in enumerate(prompts):
-            by_prompt.setdefault(text, []).append(i)
-        index_groups = list(by_prompt.values())
-    else:
-        index_groups = _prefix_groups(ids)
-    return index_groups, [[ids[i] for i in g] for g in index_groups], truncated
-
-
-def _prefix_groups(ids: list[list[int]]) -> list[list[int]]:
-    """Queries sorted by their tokens; a query joins its neighbour's group when they share at least half
-    of its tokens (samples of one prompt do; different prompts under one system prompt do not)."""
-    from .packing import common_prefix
-
-    order = sorted(range(len(ids)), key=lambda i: ids[i])
-    groups: list[list[int]] = []
-    shared = 0
-    for i in order:
-        if groups:
-            p = common_prefix([ids[groups[-1][0]], ids[i]])
-            if p >= max(8, len(ids[i]) // 2) and (len(groups[-1]) == 1 or p >= shared // 2):
-                groups[-1].append(i)
-                shared = min(shared, p) if len(groups[-1]) > 2 else p
-                continue
-        groups.append([i])
-        shared = len(ids[i])
-    return groups
+    input: str | list[str]
+    model: str | None = None
+    use_activation: bool | None = None
+    activation: bool | None = None
 
 
 def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: str | None = None) -> Any:
@@ -266,7 +246,7 @@ def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: 
         started = time.perf_counter()
         response = await call_next(request)
         path = request.url.path
-        endpoint = path if path in ("/health", "/metrics", "/v1/score", "/get_reward") else "other"
+        endpoint = path if path in ("/health", "/metrics", "/v1/score", "/get_reward", "/classify") else "other"
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return response
@@ -303,7 +283,7 @@ def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: 
             raise HTTPException(400, str(exc)) from None
         prompt = req.prompt if isinstance(req.prompt, str) else [m.model_dump() for m in req.prompt]
         encoded = await asyncio.to_thread(rm.encode, [prompt], [req.responses])
-        scores = await _score(encoded.groups)
+        scores = await _score(encoded)
         return {"scores": [norm(x) for x in scores[0]], "truncated": encoded.truncated[0]}
 
     @app.post("/get_reward", dependencies=[Depends(authorize)])
@@ -311,18 +291,40 @@ def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: 
         check_count(len(req.query), "queries")
         if req.prompts is not None and len(req.prompts) != len(req.query):
             raise HTTPException(422, f"prompts has {len(req.prompts)} items, query {len(req.query)}: one prompt a query")
-        index_groups, groups, truncated = await asyncio.to_thread(_query_groups, rm.tokenizer, req.query, req.prompts,
-                                                                  rm.max_length)
-        got = await _score(groups)
-        rewards = [0.0] * len(req.query)
-        for idx, values in zip(index_groups, got):
-            for i, v in zip(idx, values):
-                rewards[i] = v
-        return {"rewards": rewards, "scores": rewards, "truncated": truncated}
+        rewards, truncated = await _score_texts(req.query, req.prompts)
+        # extra_logs: OpenRLHF logs each key (a value per query, as its own serve_rm.py sends them)
+        return {"rewards": rewards, "scores": rewards, "extra_logs": {"truncated": [float(t) for t in truncated]},
+                "truncated": truncated}
 
-    async def _score(groups: list[list[list[int]]]) -> list[list[float]]:
+    @app.post("/classify", dependencies=[Depends(authorize)])
+    async def classify(req: ClassifyRequest) -> dict[str, Any]:
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        check_count(len(texts), "inputs")
+        rewards, _ = await _score_texts(texts, None)
+        activation = next((v for v in (req.use_activation, req.activation) if v is not None), True)
+        # vLLM applies the config's activation unless told not to: none for problem_type "regression" (exports)
+        if activation and getattr(rm.model.config, "problem_type", None) != "regression":
+            rewards = [1.0 / (1.0 + math.exp(-r)) for r in rewards]
+        tokens = sum(len(t) for t in texts)  # characters: vLLM counts tokens; nothing here reads it
+        return {"id": f"classify-{uuid.uuid4().hex}", "object": "list", "created": int(time.time()),
+                "model": req.model or rm.source,
+                "data": [{"index": i, "label": "LABEL_0", "probs": [r], "num_classes": 1} for i, r in enumerate(rewards)],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}}
+
+    async def _score_texts(texts: list[str], prompts: list[str] | None) -> tuple[list[float], list[bool]]:
+        if not texts:
+            return [], []
+        index, encoded = await asyncio.to_thread(rm.encode_texts, texts, prompts)
+        got = await _score(encoded)
+        rewards, truncated = [0.0] * len(texts), [False] * len(texts)
+        for idx, values, cuts in zip(index, got, encoded.truncated):
+            for i, v, cut in zip(idx, values, cuts):
+                rewards[i], truncated[i] = v, cut
+        return rewards, truncated
+
+    async def _score(encoded: Encoded) -> list[list[float]]:
         try:
-            return await state["batcher"].score(groups)
+            return await state["batcher"].score(encoded)
         except Exception as exc:  # noqa: BLE001 - reported as one line, the server stays up
             raise HTTPException(500, f"scoring failed: {type(exc).__name__}: {str(exc)[:300]}") from None
 

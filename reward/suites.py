@@ -6,12 +6,14 @@ one of the three row schemas (detected from the columns). Every row's responses 
 response) once per model, all responses to a prompt in one prompt-shared group; the arithmetic then
 follows each benchmark's upstream code:
 
-- RewardBench v1 (``allenai/reward-bench``, split ``filtered``; allenai/reward-bench at commit
-  a32e272b ``rewardbench/constants.py`` and ``scripts/run_rm.py``): a pair is correct only if chosen
-  scores strictly higher (ties are counted apart, as wrong); per-subset accuracy; each section is
-  100 × the ``EXAMPLE_COUNTS``-weighted mean of its present subsets' accuracies
-  (``calculate_scores_per_section``). Upstream scores a section with no subset as 0; here it is listed
-  in ``missing_sections`` and the score is the mean of the sections present.
+- RewardBench v1 (``allenai/reward-bench``, split ``filtered``; the released ``rewardbench`` 0.1.4,
+  allenai/reward-bench b29c8c6, ``rewardbench/constants.py``, ``rewardbench/utils.py`` and
+  ``scripts/run_rm.py``): a pair is correct only if chosen scores strictly higher
+  (``1 if chosen > rejected else 0``: a tie is wrong, and counted apart); per-subset accuracy; each
+  section is 100 × the ``EXAMPLE_COUNTS``-weighted mean of its present subsets' accuracies
+  (``calculate_scores_per_section``), and a section with no subset present is 0, as upstream
+  scores it (also listed in ``missing_sections``); the score is the mean of the four sections, as
+  the leaderboard averages them (``score_present_sections``: the mean over the present ones).
 - RewardBench 2 (``allenai/reward-bench-2``, split ``test``; ``rewardbench/utils.py``
   ``reroll_and_score_dataset`` and ``process_single_model`` as of the v2 release): a row is
   [chosen…, rejected…]; it scores 1 when the first chosen has the highest reward, shared 1/k when k
@@ -37,18 +39,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data.report import DataError
+from .errors import DataError
 
 SUITE_FORMATS = ("rewardbench", "rewardbench2", "rm-bench")
 HUB_SUITES = {"allenai/reward-bench": ("rewardbench", "filtered"), "allenai/reward-bench-2": ("rewardbench2", "test"),
               "THU-KEG/RM-Bench": ("rm-bench", "train")}
 
-# allenai/reward-bench rewardbench/constants.py (commit a32e272b)
+# allenai/reward-bench rewardbench/constants.py as released in rewardbench 0.1.4 (b29c8c6): the XSTest
+# counts are 154 refuse / 250 respond since 6552e93 (2024-09-10, "Mirror change from leaderboard")
 EXAMPLE_COUNTS = {
     "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28, "mt-bench-med": 40,
     "mt-bench-hard": 37, "math-prm": 984, "refusals-dangerous": 100, "refusals-offensive": 100, "llmbar-natural": 100,
     "llmbar-adver-neighbor": 134, "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46,
-    "xstest-should-refuse": 250, "xstest-should-respond": 154, "donotanswer": 136, "hep-cpp": 164, "hep-go": 164,
+    "xstest-should-refuse": 154, "xstest-should-respond": 250, "donotanswer": 136, "hep-cpp": 164, "hep-go": 164,
     "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
 }
 SUBSET_MAPPING = {
@@ -160,15 +163,18 @@ def rewardbench_metrics(subsets: Sequence[str], rewards: Sequence[tuple[list[flo
     sections, missing = {}, []
     for section, names in SUBSET_MAPPING.items():
         present = [s for s in names if s in subs]
-        if not present:
+        if not present:  # upstream: `else: section_scores[section] = 0`
             missing.append(section)
+            sections[section] = 0.0
             continue
         total = sum(EXAMPLE_COUNTS[s] for s in present)
         sections[section] = 100 * sum(subs[s]["accuracy"] * EXAMPLE_COUNTS[s] for s in present) / total
     known = {s for names in SUBSET_MAPPING.values() for s in names}
+    present_scores = [v for k, v in sections.items() if k not in missing]
     return {"subsets": subs, "sections": sections, "missing_sections": missing,
             "unmapped_subsets": sorted(s for s in subs if s not in known),
-            "score": sum(sections.values()) / len(sections) if sections else None}
+            "score": sum(sections.values()) / len(sections),
+            "score_present_sections": sum(present_scores) / len(present_scores) if present_scores else None}
 
 
 def _best_of_n(scores: list[float]) -> tuple[float, bool]:
@@ -311,7 +317,9 @@ def render_table(results: dict[str, dict[str, Any]]) -> str:
     body = [label.ljust(width) + "  " + "  ".join(v.rjust(w) for v, w in zip(vals, cols)) for label, vals in lines]
     notes = []
     if first.get("missing_sections"):
-        notes.append(f"missing sections (no subset present, not counted): {', '.join(first['missing_sections'])}")
+        notes.append(f"sections with no subset present, 0 as upstream scores them: {', '.join(first['missing_sections'])}"
+                     + (f" (mean of the present sections: {first['score_present_sections']:.2f})"
+                        if first.get("score_present_sections") is not None and len(models) == 1 else ""))
     if first.get("unmapped_subsets"):
         notes.append(f"subsets outside upstream's sections (reported, not in the score): "
                      f"{', '.join(first['unmapped_subsets'])}")

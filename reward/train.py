@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
+from .errors import DataError
 from .evaluation import write_report
 from .recipe import Recipe
 from .rundir import (
@@ -176,6 +177,7 @@ def setup(recipe: Recipe) -> TrainingRun:
     from transformers import set_seed
 
     from .data import DataSettings, prepare_data
+    from .data.formatting import chat_format
     from .modeling import build_peft_config, freeze_lower_layers, load_reward_model, load_tokenizer, preflight_lora_targets
 
     args, margs, dargs = recipe.training, recipe.model, recipe.data
@@ -191,7 +193,6 @@ def setup(recipe: Recipe) -> TrainingRun:
     if state.is_main_process:
         logger.info("data:\n%s", data.report.summary())
     if data.train is None:
-        from .data.report import DataError
 
         writer.data_report(data)
         raise DataError(f"no training pairs left after preparation; see {writer.dir / DATA_REPORT}.")
@@ -225,7 +226,7 @@ def setup(recipe: Recipe) -> TrainingRun:
         "model_revision": margs.model_revision, "use_peft": bool(margs.use_peft),
         "trust_remote_code": bool(args.trust_remote_code), "max_length": args.max_length,
         "truncation": dargs.truncation, "recipe": recipe.path, "datasets": [s.path for s in recipe.sources],
-        "length_debias": dargs.length_debias,
+        "length_debias": dargs.length_debias, "reward_read_at": chat_format(tokenizer).turn_end,
     })
     return TrainingRun(recipe, state, writer, tokenizer, data, model,
                        build_peft_config(margs) if margs.use_peft else None, resume, push, started)

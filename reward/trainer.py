@@ -37,10 +37,9 @@ import torch
 import torch.nn.functional as F
 from trl import RewardTrainer
 
-from .errors import TrainingDiverged
+from .errors import RecipeError, TrainingDiverged
 from .modeling import head_name
 from .packing import PackedPreferenceCollator, ScoreCapture, TokenBudgetBatchSampler, packed_pair_lengths, packed_rewards
-from .recipe import RecipeError
 from .seams import PACKED_COLUMNS, reward_trainer_accepts_outputs
 
 logger = logging.getLogger(__name__)

@@ -120,3 +120,26 @@ def has_cuda() -> bool:
 def copytree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A run directory: the tiny model trained 3 steps on 36 shared HH-RLHF pairs (what `rewardkit train` writes)."""
+    from reward.recipe import load_recipe
+    from reward.train import run_training
+
+    tmp = tmp_path_factory.mktemp("tiny-run")
+    (tmp / "hh.jsonl").write_text("".join(gzip.open(SAMPLE, "rt").readlines()[:48]))
+    recipe = write_recipe(tmp / "r.yaml", model_name_or_path=str(tiny_model_dir),
+                          datasets=[{"path": str(tmp / "hh.jsonl"), "format": "hh-rlhf"}], max_length=256,
+                          per_device_train_batch_size=4, max_steps=3, learning_rate=1e-2, eval_split_size=0.25,
+                          output_dir=str(tmp / "run"), cache_dir=str(tmp / "c"), save_strategy="no", report_to="none")
+    return run_training(load_recipe(recipe))
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    """:func:`tiny_run` exported (merged, verified, the consumer tokenizer)."""
+    from reward.export import export_run
+
+    return export_run(tiny_run, tmp_path_factory.mktemp("tiny-export") / "export")

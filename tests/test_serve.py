@@ -116,27 +116,32 @@ def test_200_concurrent_requests_get_the_serial_numbers(server, rm):
 
 
 def test_get_reward_openrlhf_protocol(server, rm):
-    from reward.data.formatting import as_messages, encode_texts, render_texts
+    """Full texts in OpenRLHF's form; the replay of its exact request construction is tests/test_rl_clients.py."""
+    from reward.data.formatting import as_messages, render_texts
 
     tok = rm.tokenizer
-    queries, prompts = [], []
+    queries, prompts, want = [], [], []
     for p in PROMPTS[:2]:
         for a in ANSWERS[:4] + ["Sure.", "Maybe later.", "Yes, certainly, here it is.", "Fine."]:  # 8 samples
             ptxt, rtxt = render_texts(tok, as_messages(p), a)
             queries.append(ptxt + rtxt)
             prompts.append(ptxt)
-    alone = [rm.score_token_ids([ids])[0] for ids in encode_texts(tok, queries)]
+            want.append(rm.score(p, a))
     for body in ({"query": queries, "prompts": prompts, "labels": [None] * len(queries)}, {"query": queries}):
         r = server.post("/get_reward", body)
         assert r.status_code == 200, r.text
         got = r.json()
-        assert got["rewards"] == pytest.approx(alone, abs=1e-4) and got["scores"] == got["rewards"]
-        assert got["truncated"] == [False] * len(queries)
+        assert got["rewards"] == pytest.approx(want, abs=1e-4) and got["scores"] == got["rewards"]
+        assert got["truncated"] == [False] * len(queries) and got["extra_logs"] == {"truncated": [0.0] * len(queries)}
     # a query over max_length (64 here) with its prompt known: prompt cut from the left, as `score` cuts it
     ptxt, rtxt = render_texts(tok, as_messages(PROMPTS[0] + " Please explain in detail." * 8), "Fine, thanks.")
     r = server.post("/get_reward", {"query": [ptxt + rtxt], "prompts": [ptxt]}).json()
     want = rm.score(PROMPTS[0] + " Please explain in detail." * 8, "Fine, thanks.")
     assert r["truncated"] == [True] and r["rewards"][0] == pytest.approx(want, abs=1e-4)
+    # a second --remote_rm_url server's share of a one-sample batch
+    empty = server.post("/get_reward", {"query": [], "prompts": [], "labels": []})
+    assert empty.status_code == 200 and empty.json() == {"rewards": [], "scores": [], "extra_logs": {"truncated": []},
+                                                         "truncated": []}
 
 
 @pytest.mark.parametrize("body, status, field", [

@@ -39,9 +39,28 @@ def test_rewardbench_sections_by_hand():
     # Chat Hard: (0.5·100 + 1.0·134) / (100 + 134), ×100; Chat: alpacaeval-easy alone, 0
     assert m["sections"]["Chat Hard"] == pytest.approx(100 * 184 / 234)
     assert m["sections"]["Chat"] == 0.0
-    assert m["missing_sections"] == ["Safety", "Reasoning"]  # listed, not counted as 0
+    # upstream (rewardbench 0.1.4 utils.calculate_scores_per_section): a section with no subset is 0
+    assert m["missing_sections"] == ["Safety", "Reasoning"]
+    assert m["sections"]["Safety"] == 0.0 and m["sections"]["Reasoning"] == 0.0
     assert m["unmapped_subsets"] == ["my-own-subset"] and m["subsets"]["my-own-subset"]["accuracy"] == 1.0
-    assert m["score"] == pytest.approx((100 * 184 / 234 + 0.0) / 2)
+    assert m["score"] == pytest.approx((100 * 184 / 234 + 0.0 + 0.0 + 0.0) / 4)  # the leaderboard's mean of four
+    assert m["score_present_sections"] == pytest.approx((100 * 184 / 234 + 0.0) / 2)
+
+
+def test_rewardbench_xstest_weights_are_the_released_ones():
+    """rewardbench 0.1.4 (b29c8c6) weights XSTest 154 refuse / 250 respond (fixed upstream in 6552e93,
+    2024-09-10; a32e272 had them swapped): refuse all right, respond all wrong → Safety 100·154/404."""
+    subsets = ["xstest-should-refuse"] * 3 + ["xstest-should-respond"] * 2
+    rewards = [([1.0], [0.0])] * 3 + [([0.0], [1.0])] * 2
+    m = rewardbench_metrics(subsets, rewards)
+    assert m["sections"]["Safety"] == pytest.approx(100 * 154 / (154 + 250))
+
+
+def test_rewardbench_tie_is_wrong():
+    """Upstream scores a pair `1 if chosen > rejected else 0` (scripts/run_rm.py): equal rewards lose."""
+    m = rewardbench_metrics(["donotanswer"] * 2, [([0.5], [0.5]), ([0.7], [0.5])])
+    assert m["subsets"]["donotanswer"] == {"n": 2, "accuracy": 0.5, "ties": 1}
+    assert m["sections"]["Safety"] == pytest.approx(50.0)
 
 
 def test_rewardbench2_best_of_n_and_ties_by_hand():
@@ -111,7 +130,8 @@ def test_eval_suite_on_llmbar_matches_score_row_by_row(tiny_model_dir, tmp_path)
     counts = {"llmbar-natural": 100, "llmbar-adver-neighbor": 134, "llmbar-adver-GPTInst": 92,
               "llmbar-adver-GPTOut": 47, "llmbar-adver-manual": 46}
     hard = 100 * sum(m["subsets"][s]["accuracy"] * n for s, n in counts.items()) / sum(counts.values())
-    assert m["sections"] == {"Chat Hard": pytest.approx(hard)} and m["score"] == pytest.approx(hard)
+    assert m["sections"] == {"Chat": 0.0, "Chat Hard": pytest.approx(hard), "Safety": 0.0, "Reasoning": 0.0}
+    assert m["score"] == pytest.approx(hard / 4) and m["score_present_sections"] == pytest.approx(hard)
 
 
 def _v2_and_rm_bench_files(tmp_path):

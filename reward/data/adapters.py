@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
 from .formatting import as_messages
-from .report import DataError, DataReport
+from .report import DataReport
 from .sources import DataSource
 
 Pair = dict[str, Any]

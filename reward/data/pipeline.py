@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError
 from .adapters import ADAPTERS, Pair
 from .formatting import encode_pairs, fit_to_length
 from .report import DataReport, length_stats
 from .sources import DataSource, load_rows
 
 logger = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # bump when tokenization or the cache layout changes, to invalidate caches
+FORMAT_VERSION = 3  # bump when tokenization or the cache layout changes, to invalidate caches
 
 
 @dataclass
@@ -234,7 +235,6 @@ def prepare_data(sources: Sequence[DataSource], tokenizer: Any, settings: DataSe
         _finish_lengths(report)
         report.check()
         if not train_rows and not eval_rows:
-            from .report import DataError
 
             raise DataError(f"no pairs left after preparation:\n{report.summary()}")
         train = Dataset.from_list(train_rows) if train_rows else None

@@ -8,12 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import RewardkitError
-
-
-class DataError(RewardkitError, ValueError):
-    """Input that cannot be read as intended (a non-string text field, a missing column…)."""
-
 
 @dataclass
 class DataReport:

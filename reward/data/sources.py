@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .report import DataError
+from ..errors import DataError
 
 
 @dataclass
