@@ -319,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--revision")
     x.add_argument("--dtype", default="float32", choices=["float32", "bf16", "bfloat16", "fp16", "float16"])
     x.add_argument("--verify_pairs", type=POSITIVE_INT, default=32)
-    x.add_argument("--tolerance", type=POSITIVE_FLOAT, default=None, help="max |Δreward| (default: by dtype)")
+    x.add_argument("--tolerance", type=POSITIVE_FLOAT, default=None,
+                   help="max |Δreward| (default: 1e-4 in float32; in bf16/fp16 0.25 reward standard deviations, "
+                   "and no held-out pair's order flipped beyond that margin)")
     x.add_argument("--share_train_prompt_hashes", action="store_true",
                    help="also push train_prompt_hashes.json (kept local by default: it reveals whether a "
                         "given prompt was trained on)")

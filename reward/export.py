@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,28 @@ PROBES = [  # used for verification when the run's held-out data cannot be rebui
 ]
 
 
-def default_tolerance(dtype_name: str) -> float:
-    """Max |Δreward| accepted: fp32 must agree to float rounding; 16-bit exports to their precision."""
-    return 1e-4 if parse_dtype(dtype_name).itemsize == 4 else 5e-2
+HALF_TOLERANCE_STD = 0.25
+"""A 16-bit export may move a reward by this many reward standard deviations (of the verified rewards)."""
+
+
+def default_tolerance(dtype_name: str, reward_std: float) -> float:
+    """Max |Δreward| accepted: fp32 must agree to float rounding; a 16-bit export to a fraction of the reward
+    spread, which is what a reward's use (ranking, advantages normalised by the std) is sensitive to."""
+    return 1e-4 if parse_dtype(dtype_name).itemsize == 4 else HALF_TOLERANCE_STD * reward_std
+
+
+def compare_rewards(reference: list[float], got: list[float], paired: bool, tolerance: float) -> dict[str, Any]:
+    """How the export's rewards differ from the run's: the largest |Δreward|, and with ``paired`` (the
+    first half chosen, the second half rejected) the pairs whose order flipped although the run's margin
+    exceeds ``tolerance`` (smaller margins are ties at that precision)."""
+    worst = max((abs(a - b) for a, b in zip(reference, got)), default=0.0)
+    flipped = 0
+    if paired:
+        n = len(reference) // 2
+        for i in range(n):
+            ref_margin, margin = reference[i] - reference[n + i], got[i] - got[n + i]
+            flipped += int(abs(ref_margin) > tolerance and (ref_margin > 0) != (margin > 0))
+    return {"max_abs_diff": worst, "flipped_pairs": flipped, "pairs": len(reference) // 2 if paired else 0}
 
 
 def consolidate_deepspeed(run: Path) -> Path | None:
@@ -83,6 +103,9 @@ def _has_weights(path: Path) -> bool:
         (path / "adapter_model.safetensors").is_file()
 
 
+HELD_OUT = "held-out pairs"
+
+
 def verification_sequences(run: Path, tokenizer: Any, n: int) -> tuple[list[list[int]], str]:
     """Token sequences (chosen and rejected) of the run's held-out pairs, rebuilt from its recipe;
     the fixed probe pairs when the data cannot be read (e.g. a Hub dataset offline)."""
@@ -97,7 +120,7 @@ def verification_sequences(run: Path, tokenizer: Any, n: int) -> tuple[list[list
             data = prepare_data(sources, tokenizer, DataSettings.from_mapping(r))
             ds = data.eval if data.eval is not None else data.train
             ds = ds.select(range(min(n, len(ds))))
-            return [list(x) for x in ds["chosen_ids"]] + [list(x) for x in ds["rejected_ids"]], "held-out pairs"
+            return [list(x) for x in ds["chosen_ids"]] + [list(x) for x in ds["rejected_ids"]], HELD_OUT
         except Exception as exc:  # noqa: BLE001 - verification still runs, on the probes
             logger.warning("could not rebuild the run's held-out pairs (%s); verifying on built-in probes", exc)
     from .data.formatting import as_messages, encode_pairs
@@ -139,7 +162,6 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
             weights = consolidate_deepspeed(run) or run
             if not _has_weights(weights):
                 raise ExportError(f"{run}: no model weights, adapter or DeepSpeed checkpoint to export")
-        tol = tolerance if tolerance is not None else default_tolerance(dtype)
         target_dtype = parse_dtype(dtype)
 
         reference = RewardModel.from_pretrained(str(weights), device="cpu", dtype=torch.float32,
@@ -154,15 +176,20 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
         model = model.to(target_dtype)
         candidate = RewardModel(model, reference.tokenizer)
         got = candidate.score_token_ids(seqs)
-        worst = max(abs(a - b) for a, b in zip(ref_scores, got))
-        logger.info("verify: %d sequences (%s), max |Δreward| %.3g (tolerance %.3g, %s)", len(seqs), what, worst, tol, dtype)
-        if not worst <= tol:
-            raise ExportError(f"exported model's rewards differ from the run's by up to {worst:.4g} "
-                              f"(tolerance {tol:.3g}, {dtype}, {len(seqs)} {what}); nothing was written.")
         stats = _reward_stats(run)
+        spread = stats["reward_std"] or statistics.pstdev(ref_scores) or 1.0
+        tol = tolerance if tolerance is not None else default_tolerance(dtype, spread)
+        check = compare_rewards(ref_scores, got, what == HELD_OUT, tol)
+        worst = check["max_abs_diff"]
+        logger.info("verify: %d sequences (%s), max |Δreward| %.3g (tolerance %.3g, %s), %d pairs flipped",
+                    len(seqs), what, worst, tol, dtype, check["flipped_pairs"])
+        if not worst <= tol or check["flipped_pairs"]:
+            raise ExportError(f"exported model's rewards differ from the run's by up to {worst:.4g} (tolerance {tol:.3g}"
+                              f" = {tol / spread:.2g} reward std, {dtype}, {len(seqs)} {what}) and flip "
+                              f"{check['flipped_pairs']} of {check['pairs']} pairs; nothing was written.")
         _write_export(out, run, weights, model, reference.tokenizer, stats,
-                      {"sequences": len(seqs), "on": what, "max_abs_diff": worst, "tolerance": tol, "dtype": dtype},
-                      reference.info, source)
+                      {"sequences": len(seqs), "on": what, **check, "tolerance": tol, "reward_std": spread,
+                       "dtype": dtype}, reference.info, source)
         print(f"exported {run} → {out} (verified: max |Δreward| {worst:.2e} on {len(seqs)} {what})")
     if push_to_hub:
         push_export(out, push_to_hub, private=private, revision=revision,
@@ -217,6 +244,7 @@ def _write_export(out: Path, run: Path, weights: Path, model: Any, tokenizer: An
             model.config.mean, model.config.std = float(stats["reward_mean"]), float(stats["reward_std"])
         model.save_pretrained(str(tmp), max_shard_size="2GB")
         consumer.save_pretrained(str(tmp))
+        readable_by_older_transformers(tmp)
         verification["plain_forms"] = check_plain_forms(tmp, tokenizer)
         if (run / TRAIN_PROMPTS).is_file():  # lets `rewardkit eval` on the export leave out training pairs
             shutil.copy(run / TRAIN_PROMPTS, tmp / TRAIN_PROMPTS)
@@ -247,6 +275,36 @@ def _write_export(out: Path, run: Path, weights: Path, model: Any, tokenizer: An
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+LEGACY_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+"""A tokenizer class every transformers version knows: it loads ``tokenizer.json`` as written."""
+
+
+def readable_by_older_transformers(folder: Path) -> None:
+    """Make a transformers-5 save load with the same rewards under transformers 4.x (RewardBench pins 4.51).
+
+    Two things in a 5.x save are misread there, silently for the first: ``config.json`` holds the RoPE
+    base only inside ``rope_parameters``, so 4.x builds the model with its default base (10000 instead of
+    SmolLM2's 100000); and ``tokenizer_config.json`` names the class ``TokenizersBackend``, which 4.x does
+    not have. The top-level ``rope_theta`` (and ``rope_scaling`` when the RoPE type is not the default)
+    is what 4.x reads, and 5.x reads it back to the same ``rope_parameters``; ``PreTrainedTokenizerFast``
+    loads the same ``tokenizer.json`` in both. ``tests/test_old_stack.py`` pins this under 4.51."""
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    for holder in (config, config.get("text_config") or {}):
+        rope = holder.get("rope_parameters")
+        if isinstance(rope, dict) and "rope_theta" in rope:
+            holder.setdefault("rope_theta", rope["rope_theta"])
+            if rope.get("rope_type", "default") != "default":
+                holder.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+    atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    tok_path = folder / "tokenizer_config.json"
+    if tok_path.is_file():
+        tok_config = json.loads(tok_path.read_text())
+        if tok_config.get("tokenizer_class") == "TokenizersBackend" and (folder / "tokenizer.json").is_file():
+            tok_config["tokenizer_class"] = LEGACY_TOKENIZER_CLASS
+            atomic_write_text(tok_path, json.dumps(tok_config, indent=2) + "\n")
 
 
 def check_plain_forms(folder: Path, tokenizer: Any) -> int:

@@ -334,12 +334,17 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
-                       trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, tokenizer, run info) for a LoRA run directory, a full run / exported directory, or a Hub id.
+                       trust_remote_code: bool = False) -> tuple[Any, Any, dict[str, Any], Any]:
+    """(model, tokenizer, run info, autocast dtype or None) for a LoRA run directory, a full run /
+    exported directory, or a Hub id.
 
     A LoRA run is loaded as base + adapter (unmerged), the base read the way training read it
     (``rewardkit_run.json``: Hub id, local dir or GGUF). A model's own code runs only with
     ``trust_remote_code`` or when the run's recipe allowed it.
+
+    A 16-bit ``dtype`` computes as mixed-precision training computed: weights stored in fp32 (a run,
+    an fp32 export) stay fp32 and the forward runs under autocast to ``dtype``; weights stored in 16
+    bits (``rewardkit export --dtype bf16``) are used as they are.
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -348,6 +353,9 @@ def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
     dtype = parse_dtype(dtype, torch.bfloat16 if device.type == "cuda" else torch.float32)
     path = Path(path_or_id)
     info = _read_json(path / RUN_INFO) or _read_json(path / EXPORT_INFO)
+    autocast = None
+    if dtype.itemsize == 2 and stored_dtype(path) == torch.float32:
+        autocast, dtype = dtype, torch.float32
     trust = bool(trust_remote_code or info.get("trust_remote_code"))
     adapter_cfg = path / "adapter_config.json"
     if path.is_dir() and adapter_cfg.is_file():
@@ -374,7 +382,24 @@ def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
         logger.warning("%s was trained by a rewardkit that read rewards after the chat template's trailing characters; "
                        "it is scored at the end-of-turn token now, which shifts its rewards: retrain it.", path_or_id)
     model.to(device=device, dtype=dtype).eval()
-    return model, tokenizer, info
+    return model, tokenizer, info, autocast
+
+
+def stored_dtype(path: Path) -> Any:
+    """The dtype of a local model's saved weights (``config.json``), fp32 for a LoRA run (training loads
+    its base in fp32 unless quantized), None when unknown (a Hub id)."""
+    import torch
+
+    adapter = _read_json(path / "adapter_config.json") if path.is_dir() else {}
+    if adapter:
+        run = _read_json(path / RUN_INFO)
+        return None if run.get("quantized_base") else torch.float32
+    config = _read_json(path / "config.json") if path.is_dir() else {}
+    name = config.get("dtype") or config.get("torch_dtype") or (config.get("text_config") or {}).get("dtype")
+    try:
+        return parse_dtype(name) if isinstance(name, str) and name != "auto" else None
+    except RecipeError:
+        return None
 
 
 def _looks_local(name: str) -> bool:

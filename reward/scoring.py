@@ -43,8 +43,10 @@ class RewardModel:
     """A reward model ready to score: ``RewardModel.from_pretrained(run_dir_or_model)``."""
 
     def __init__(self, model: Any, tokenizer: Any, max_length: int | None = None, truncation: str = "left",
-                 info: dict[str, Any] | None = None, source: str | None = None):
+                 info: dict[str, Any] | None = None, source: str | None = None, autocast: Any = None):
         self.model = model
+        self.autocast = autocast
+        """16-bit dtype the forward runs in under autocast (fp32 weights, as mixed-precision training), or None."""
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.truncation = truncation
@@ -55,18 +57,18 @@ class RewardModel:
         if self.packable():  # prompt-shared scoring uses FlashAttention varlen where it can run
             from .packing import set_packed_attention
 
-            set_packed_attention(model, "auto", self.device, half=next(model.parameters()).element_size() == 2)
+            set_packed_attention(model, "auto", self.device, half=self.half)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
                         max_length: int | None = None, trust_remote_code: bool = False) -> RewardModel:
         from .modeling import context_length, load_scoring_model
 
-        model, tok, info = load_scoring_model(path_or_id, device, dtype, trust_remote_code)
+        model, tok, info, autocast = load_scoring_model(path_or_id, device, dtype, trust_remote_code)
         # outside training a response is scored whole, up to the model's context (as RewardBench and the RL
         # frameworks score it): the training max_length is a compute budget, not a property of the reward
         return cls(model, tok, max_length or context_length(model) or info.get("max_length"),
-                   info.get("truncation", "left"), info, source=str(path_or_id))
+                   info.get("truncation", "left"), info, source=str(path_or_id), autocast=autocast)
 
     @functools.cached_property
     def reward_stats(self) -> dict[str, float] | None:
@@ -99,6 +101,23 @@ class RewardModel:
     def device(self) -> Any:
         return next(self.model.parameters()).device
 
+    @property
+    def half(self) -> bool:
+        """Whether the forward computes in 16 bits (16-bit weights, or fp32 weights under autocast)."""
+        return self.autocast is not None or next(self.model.parameters()).element_size() == 2
+
+    def _inference(self) -> Any:
+        """``inference_mode``, under autocast to :attr:`autocast` when set."""
+        import contextlib
+
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.autocast is not None:
+            stack.enter_context(torch.autocast(self.device.type, dtype=self.autocast))
+        return stack
+
     # -- core -------------------------------------------------------------------------------
     def score_token_ids(self, sequences: Sequence[Sequence[int]], batch_size: int = 16,
                         progress: bool = False) -> list[float]:
@@ -114,7 +133,7 @@ class RewardModel:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="scoring", unit="batch")
-        with torch.inference_mode():
+        with self._inference():
             for idx in batches:
                 seqs = [list(sequences[i]) for i in idx]
                 width = max(len(s) for s in seqs)
@@ -184,7 +203,7 @@ class RewardModel:
 
             bar = tqdm(total=len(rows), desc="scoring (prompt-shared)", unit="row")
         try:
-            with torch.inference_mode():
+            with self._inference():
                 for n, row in enumerate(rows):
                     batch = pack_groups([(part.prefix, part.suffixes) for part in row], self.tokenizer.pad_token_id)
                     logits = packed_token_rewards(self.model, capture, {k: v.to(self.device) if torch.is_tensor(v) else v
@@ -216,7 +235,6 @@ class RewardModel:
                                out: list[list[float]]) -> bool:
         """Score one packed row's sequences padded too, unless no longer than those checked before;
         False (and a warning, and padded scoring from now on) if they disagree."""
-        import torch
 
         seqs = [groups[part.group][part.first + j] for part in row for j in range(len(part.suffixes))]
         longest = max(len(s) for s in seqs)
@@ -225,7 +243,7 @@ class RewardModel:
         packed = [out[part.group][part.first + j] for part in row for j in range(len(part.suffixes))]
         padded = self.score_token_ids(seqs, batch_size=len(seqs))
         # fp32 agrees to ~1e-5; bf16 rounds each layer differently in the two layouts
-        tol = 1e-3 if next(self.model.parameters()).dtype == torch.float32 else 0.1
+        tol = 0.1 if self.half else 1e-3
         worst = max(abs(a - b) / (1.0 + abs(b)) for a, b in zip(packed, padded))
         if worst <= tol:
             self._packing_checked_len = longest

@@ -224,6 +224,7 @@ def setup(recipe: Recipe) -> TrainingRun:
     writer.start(recipe, data, {
         "model_name_or_path": margs.model_name_or_path, "gguf_file": dargs.gguf_file,
         "model_revision": margs.model_revision, "use_peft": bool(margs.use_peft),
+        "quantized_base": bool(margs.load_in_4bit or margs.load_in_8bit),
         "trust_remote_code": bool(args.trust_remote_code), "max_length": args.max_length,
         "truncation": dargs.truncation, "recipe": recipe.path, "datasets": [s.path for s in recipe.sources],
         "length_debias": dargs.length_debias, "reward_read_at": chat_format(tokenizer).turn_end,

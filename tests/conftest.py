@@ -39,23 +39,26 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tokenizer_dir, tmp_path_factory) -> Path:
-    """A 2-layer random Llama sequence classifier with the real tokenizer: fast, same code paths."""
+def make_tiny_model(out: Path, tokenizer_dir: Path, **config) -> Path:
+    """A 2-layer random Llama sequence classifier with the real tokenizer, saved to ``out``."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      num_labels=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                      eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
-    model = LlamaForSequenceClassification(cfg)
-    out = tmp_path_factory.mktemp("tiny")
-    model.save_pretrained(out)
+    cfg = LlamaConfig(**{**dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                                num_labels=1, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                eos_token_id=tok.eos_token_id, tie_word_embeddings=False), **config})
+    LlamaForSequenceClassification(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer_dir, tmp_path_factory) -> Path:
+    """A 2-layer random Llama sequence classifier with the real tokenizer: fast, same code paths."""
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"), tokenizer_dir)
 
 
 @pytest.fixture(scope="session")
@@ -122,19 +125,23 @@ def copytree(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, tiny_model_dir) -> Path:
-    """A run directory: the tiny model trained 3 steps on 36 shared HH-RLHF pairs (what `rewardkit train` writes)."""
+def train_tiny_run(model_dir: Path, tmp: Path) -> Path:
+    """``model_dir`` trained 3 steps on 36 shared HH-RLHF pairs: the run directory `rewardkit train` writes."""
     from reward.recipe import load_recipe
     from reward.train import run_training
 
-    tmp = tmp_path_factory.mktemp("tiny-run")
     (tmp / "hh.jsonl").write_text("".join(gzip.open(SAMPLE, "rt").readlines()[:48]))
-    recipe = write_recipe(tmp / "r.yaml", model_name_or_path=str(tiny_model_dir),
+    recipe = write_recipe(tmp / "r.yaml", model_name_or_path=str(model_dir),
                           datasets=[{"path": str(tmp / "hh.jsonl"), "format": "hh-rlhf"}], max_length=256,
                           per_device_train_batch_size=4, max_steps=3, learning_rate=1e-2, eval_split_size=0.25,
                           output_dir=str(tmp / "run"), cache_dir=str(tmp / "c"), save_strategy="no", report_to="none")
     return run_training(load_recipe(recipe))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A run directory: the tiny model trained 3 steps on 36 shared HH-RLHF pairs (what `rewardkit train` writes)."""
+    return train_tiny_run(tiny_model_dir, tmp_path_factory.mktemp("tiny-run"))
 
 
 @pytest.fixture(scope="session")

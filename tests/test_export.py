@@ -72,7 +72,21 @@ def test_full_export_scores_identically(tiny_recipe, tmp_path):
 def test_bf16_export_within_stated_tolerance(lora_run, tmp_path):
     out = export_run(lora_run, tmp_path / "export_bf16", dtype="bf16")
     info = json.loads((out / "rewardkit.json").read_text())["verification"]
-    assert info["dtype"] == "bf16" and info["max_abs_diff"] <= info["tolerance"] == 5e-2
+    assert info["dtype"] == "bf16" and info["max_abs_diff"] <= info["tolerance"]
+    assert info["tolerance"] == pytest.approx(0.25 * info["reward_std"]) and info["flipped_pairs"] == 0
+
+
+def test_compare_rewards_counts_flips_beyond_ties():
+    """Pairs: chosen first half, rejected second. Pair 0 flips with a run margin of 1.0 (counted); pair 1
+    flips with a margin of 0.05, under the tolerance (a tie at that precision, not counted); pair 2 keeps
+    its order."""
+    from reward.export import compare_rewards
+
+    ref = [1.0, 0.05, 2.0, 0.0, 0.0, 1.0]
+    got = [0.2, -0.01, 2.1, 0.5, 0.02, 0.9]
+    check = compare_rewards(ref, got, paired=True, tolerance=0.1)
+    assert check == {"max_abs_diff": pytest.approx(0.8), "flipped_pairs": 1, "pairs": 3}
+    assert compare_rewards(ref, got, paired=False, tolerance=0.1)["flipped_pairs"] == 0
 
 
 def test_corrupted_or_missing_adapter_is_a_clear_error(lora_run, tmp_path):

@@ -298,3 +298,22 @@ def test_score_cli_rejects_a_bad_line_before_loading_the_model(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "reward.cli", "score", str(tmp_path / "no-model"), str(src),
                            "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "'responses' is empty" in proc.stderr
+
+
+def test_half_precision_scores_as_mixed_precision_training_computes(tiny_run, tmp_path):
+    """`--dtype bf16` on a run (fp32 weights, trained under bf16 autocast) keeps the weights in fp32 and runs
+    the forward under autocast, as training did; an export saved in bf16 is scored in its own dtype."""
+    import torch
+
+    from reward.export import export_run
+
+    fp32 = RewardModel.from_pretrained(str(tiny_run), device="cpu")
+    half = RewardModel.from_pretrained(str(tiny_run), device="cpu", dtype="bf16")
+    assert half.autocast == torch.bfloat16 and next(half.model.parameters()).dtype == torch.float32
+    seq = half.encode([[{"role": "user", "content": "How do I boil an egg?"}]], [["Nine minutes."]]).groups[0][0]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        want = fp32.model(input_ids=torch.tensor([seq])).logits[0, 0].float().item()
+    assert half.score_token_ids([seq]) == pytest.approx([want], abs=1e-6)
+    assert half.score_token_ids([seq]) != pytest.approx(fp32.score_token_ids([seq]), abs=1e-6)  # bf16 did compute
+    exported = RewardModel.from_pretrained(str(export_run(tiny_run, tmp_path / "bf16", dtype="bf16")), dtype="bf16")
+    assert exported.autocast is None and next(exported.model.parameters()).dtype == torch.bfloat16
