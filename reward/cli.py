@@ -16,6 +16,7 @@ import threading
 
 from .errors import DataError, RewardkitError
 from .recipe import load_recipe
+from .seams import close_progress_bars
 
 
 def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
@@ -376,8 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return ns.fn(ns, rest)
     except (RewardkitError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        message = str(exc)
+    except OSError as exc:  # a disk that is full, read-only or failing: the path and the reason, one line
+        message = (f"{exc.filename}: " if exc.filename else "") + str(exc.strerror or exc)
+    close_progress_bars()  # the error line starts on a line of its own
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

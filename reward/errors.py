@@ -38,3 +38,7 @@ class ScoringError(RewardkitError, ValueError):
 
 class DataError(RewardkitError, ValueError):
     """Input that cannot be read as intended (a non-string text field, a missing column…)."""
+
+
+class SaveError(RewardkitError, OSError):
+    """Writing a run's files failed (disk full, quota, read-only or failing disk): the path and the reason."""

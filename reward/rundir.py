@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from .errors import SaveError
 
 # Every file name of a run directory (and of an export), defined once.
 RUN_COMPLETE = "run_complete.json"
@@ -147,17 +151,60 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def complete_checkpoints(output_dir: str | Path) -> list[Path]:
-    """Checkpoints whose save finished (Trainer writes ``trainer_state.json`` last), oldest first."""
+def _checkpoints(output_dir: str | Path) -> list[tuple[bool, Path]]:
+    """(complete, path) of every ``checkpoint-N``, oldest first. Complete: Trainer writes
+    ``trainer_state.json`` last, and it must read back whole (a disk that fills during that write leaves
+    a truncated file)."""
     root = Path(output_dir)
     if not root.is_dir():
         return []
     found = []
     for child in root.iterdir():
         m = _CHECKPOINT.match(child.name)
-        if m and child.is_dir() and (child / "trainer_state.json").is_file():
-            found.append((int(m.group(1)), child))
-    return [p for _, p in sorted(found)]
+        if m and child.is_dir():
+            try:
+                complete = "global_step" in json.loads((child / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                complete = False
+            found.append((int(m.group(1)), complete, child))
+    return [(complete, p) for _, complete, p in sorted(found)]
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Checkpoints whose save finished, oldest first."""
+    return [p for complete, p in _checkpoints(output_dir) if complete]
+
+
+def incomplete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Checkpoints whose save did not finish (a crash or a full disk while saving)."""
+    return [p for complete, p in _checkpoints(output_dir) if not complete]
+
+
+SAVE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG}
+"""OS errors that mean the disk refused a write, whatever file was being written."""
+
+
+@contextmanager
+def save_errors(output_dir: str | Path, clean: bool = True) -> Iterator[None]:
+    """Turn a failed write inside the block (an ``OSError`` of :data:`SAVE_ERRNOS`, or safetensors'
+    ``SafetensorError``, which is how a full disk surfaces while weights are written) into one
+    :class:`SaveError` naming the path, removing (``clean``: the main process) any checkpoint left
+    half-written so that nothing can resume from it."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        partial = incomplete_checkpoints(output_dir)
+        if isinstance(exc, OSError) and exc.errno not in SAVE_ERRNOS and not partial:
+            raise
+        if clean:
+            for path in partial:
+                shutil.rmtree(path, ignore_errors=True)
+        where = getattr(exc, "filename", None) or (partial[-1] if partial else output_dir)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:300]
+        removed = f"; removed the incomplete {', '.join(p.name for p in partial)}" if clean and partial else ""
+        raise SaveError(f"could not write {where}: {reason}{removed}") from None
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:

@@ -92,3 +92,15 @@ def cpu_has_native_bf16() -> bool:
     cpu = torch.cpu
     return any(bool(getattr(cpu, name, lambda: False)()) for name in
                ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def close_progress_bars() -> None:
+    """Close every open ``tqdm`` bar (``tqdm._instances``, the class's private registry of live bars), so
+    that an error printed after an interrupted training or scoring loop starts on a line of its own
+    instead of behind the bar's last ``\\r`` frame."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", None) or []):
+        bar.close()

@@ -37,6 +37,7 @@ from .rundir import (
     atomic_write_text,
     environment,
     latest_checkpoint,
+    save_errors,
     set_default_modes,
     write_json,
 )
@@ -247,8 +248,9 @@ def train(run: TrainingRun) -> tuple[Any, Any]:
         callbacks=[_JsonlLogCallback(run.writer.dir / TRAIN_LOG_JSONL)]
         + ([_StepDelayCallback(float(delay))] if delay else []),
     )
-    result = trainer.train(resume_from_checkpoint=run.resume)
-    trainer.save_model(str(run.writer.dir))
+    with save_errors(args.output_dir, clean=run.state.is_main_process):
+        result = trainer.train(resume_from_checkpoint=run.resume)
+        trainer.save_model(str(run.writer.dir))
     run.writer.weights_saved()
     return trainer, result
 

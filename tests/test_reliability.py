@@ -232,3 +232,78 @@ def test_published_model_files_follow_the_umask(tiny_recipe, umask_022):
 
     run = run_training(load_recipe(tiny_recipe(eval_split_size=0.0, max_steps=2)))
     assert (run / "model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("where", ["optimizer", "weights", "trainer_state"])
+def test_disk_full_while_saving_a_checkpoint(where, tiny_recipe, monkeypatch, capsys):
+    """A full disk during the second checkpoint's save (an OSError, safetensors' own error type, or a
+    truncated trainer_state.json): one `error:` line naming the path, the half-written checkpoint removed,
+    and resuming picks the complete one."""
+    import errno
+
+    from safetensors import SafetensorError
+    from transformers import Trainer
+    from transformers.trainer_callback import TrainerState
+
+    from reward.cli import main
+    from reward.rundir import complete_checkpoints, latest_checkpoint
+
+    recipe = tiny_recipe(save_strategy="steps", save_steps=2, max_steps=4)
+    run = recipe.parent / "run"
+    calls = {"n": 0}
+
+    def full(real, on_second):
+        def wrapped(self, output_dir, *a, **kw):
+            calls["n"] += 1
+            if calls["n"] == on_second:
+                if where == "weights":
+                    Path(output_dir).mkdir(parents=True, exist_ok=True)
+                    (Path(output_dir) / "model.safetensors").write_bytes(b"\0" * 64)  # cut off mid-write
+                    raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
+                if where == "trainer_state":
+                    Path(output_dir).write_text('{"global_st')  # the write stopped mid-file
+                    raise OSError(errno.ENOSPC, "No space left on device", str(output_dir))
+                raise OSError(errno.ENOSPC, "No space left on device", str(Path(output_dir) / "optimizer.pt"))
+            return real(self, output_dir, *a, **kw)
+        return wrapped
+
+    if where == "optimizer":
+        monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", full(Trainer._save_optimizer_and_scheduler, 2))
+    elif where == "weights":
+        monkeypatch.setattr(Trainer, "_save", full(Trainer._save, 2))
+    else:
+        monkeypatch.setattr(TrainerState, "save_to_json", full(TrainerState.save_to_json, 2))
+    assert main(["train", str(recipe)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "checkpoint-4" in err[0] and ("No space left" in err[0]) and "Traceback" not in err[0]
+    assert [p.name for p in complete_checkpoints(run)] == ["checkpoint-2"] and latest_checkpoint(run).name == "checkpoint-2"
+    assert not (run / "checkpoint-4").exists()
+
+
+def test_not_a_reward_model_is_refused(tiny_model_dir, tmp_path, capsys):
+    """A 2-label classifier (a sentiment model, say) is not scored silently on its first logit."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from reward.cli import main
+
+    two = tmp_path / "two"
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2,
+                                                       ignore_mismatched_sizes=True).save_pretrained(two)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(two)
+    (tmp_path / "in.jsonl").write_text('{"prompt": "Hi", "response": "Hello"}\n')
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "Hi", "chosen": "Hello", "rejected": "Go away"}\n')
+    for argv in (["score", str(two), str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "o.jsonl")],
+                 ["eval", str(two), "--data", str(pairs)], ["serve", str(two), "--port", "1"],
+                 ["export", str(two), "--output_dir", str(tmp_path / "export")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error:") and "num_labels is 2" in err[-1], err
+
+
+def test_version():
+    import reward
+
+    done = subprocess.run([sys.executable, "-m", "reward.cli", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith(f"rewardkit {reward.__version__} (torch ")
+    assert reward.__version__ not in ("", "0+unknown")

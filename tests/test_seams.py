@@ -138,3 +138,15 @@ def test_cpu_bf16_probe_exists_and_answers():
 
     assert any(hasattr(torch.cpu, n) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
     assert isinstance(cpu_has_native_bf16(), bool)
+
+
+def test_open_progress_bars_are_found_and_closed(capsys):
+    from tqdm import tqdm
+
+    from reward.seams import close_progress_bars
+
+    bar = tqdm(total=3)
+    bar.update(1)
+    assert bar in tqdm._instances
+    close_progress_bars()
+    assert bar not in tqdm._instances and capsys.readouterr().err.endswith("\n")
