@@ -113,7 +113,9 @@ def main() -> None:
     for name, (build, ref_prompt) in forms(policy, plain_tok, rm).items():
         built = [[build(m, r) for r in rs] for m, rs in zip(prompts, replies)]
         # the reference: `score` of the prompt as this client passes it (messages, or TRL's string)
-        want_groups = canonical.groups if ref_prompt is None else rm.encode([ref_prompt(m) for m in prompts], replies).groups
+        # (TRL's completion of a transcript prompt starts with the space the policy generated after "Assistant:")
+        spaced = [[" " + x for x in rs] for rs in replies]
+        want_groups = canonical.groups if ref_prompt is None else rm.encode([ref_prompt(m) for m in prompts], spaced).groups
         texts = [t for g in built for t, _ in g]
         hints = [h for g in built for _, h in g]
         flat_want = [s for g in want_groups for s in g]
@@ -126,7 +128,7 @@ def main() -> None:
         # rewards through the entry point on the first pairs (the server's mapping / the reward function)
         n_check = 2 * min(a.check, len(pairs))
         if ref_prompt is not None:  # TRL's reward call, plain-string prompts
-            got = rm.as_reward_func()(prompts=hints[:n_check], completions=[replies[i // 2][i % 2] for i in range(n_check)])
+            got = rm.as_reward_func()(prompts=hints[:n_check], completions=[spaced[i // 2][i % 2] for i in range(n_check)])
             ref_rewards = [x for g in rm.score_sequence_groups(want_groups[:n_check // 2]) for x in g]
         else:
             got = rm.score_texts(texts[:n_check], hints[:n_check])

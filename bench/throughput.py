@@ -7,6 +7,7 @@
 
 Stock: TRL's own tokenization and DataCollatorForPreference (chosen and rejected right-padded into
 one batch), gradient checkpointing on, bf16 where CUDA is, batch 8 pairs, max length 1024.
+TRL tuned: the same with gradient checkpointing off (what a TRL user who knows to turn it off runs).
 rewardkit: the same pairs through reward.data (prompt truncation instead of drops), packed with
 prompt sharing, checkpointing off, micro-batches of ``--max_tokens`` tokens (token-budget batching;
 0 = ``--batch`` pairs; ``--budgets`` runs several), one run per ``--attn`` (varlen / flex / dense).
@@ -19,7 +20,7 @@ torch.profiler table of a few rewardkit steps per shape.
 
 Columns: computed tokens/s (non-pad tokens the model ran; stock counts each prompt twice), pairs/s,
 MFU = 6·params·computed tokens / time / peak (peak: a bf16 8192³ matmul on GPU, fp32 2048³ on CPU,
-measured in the same run), peak memory, speedup in pairs/s over stock.
+measured in the same run), peak memory, speedup in pairs/s over stock and over TRL tuned.
 """
 
 from __future__ import annotations
@@ -140,14 +141,15 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
         model = random_reward_model(shape, tok)
     # 6·N·tokens counts matmul parameters: the embedding table is a lookup, not a matmul
     n_params = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
-    stock = path_name == "trl-stock"
+    stock = path_name == "trl-stock"  # TRL's defaults, gradient checkpointing on
+    trl = path_name in ("trl-stock", "trl-tuned")  # tuned: what a TRL user who knows to turn checkpointing off runs
     cuda = device.type == "cuda"
     args = RewardConfig(output_dir=tempfile.mkdtemp(), max_steps=-1 if timed_epoch else steps, num_train_epochs=2,
                         per_device_train_batch_size=batch,
                         max_length=max_length, gradient_checkpointing=stock, bf16=cuda or cpu_bf16, logging_steps=10**6,
                         save_strategy="no", report_to="none", learning_rate=1e-5, dataloader_pin_memory=cuda,
-                        use_cpu=not cuda, disable_tqdm=True, logging_nan_inf_filter=stock)  # stock keeps its default
-    if stock:
+                        use_cpu=not cuda, disable_tqdm=True, logging_nan_inf_filter=trl)  # TRL keeps its default
+    if trl:
         from datasets import Dataset
         from trl import RewardTrainer
         from trl.trainer.reward_trainer import DataCollatorForPreference
@@ -231,12 +233,13 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
         timed_tokens = counter.tokens * (timed_steps / max(1, counter.pairs / batch))
     pairs_s = timed_pairs / seconds
     tokens_s = timed_tokens / seconds
-    name = path_name if stock else f"rk-{attn}"
-    return {"shape": shape, "path": name, "attention": "sdpa (padded)" if stock else attn, "params_m": n_params / 1e6,
+    name = path_name if trl else f"rk-{attn}"
+    return {"shape": shape, "path": name, "attention": "sdpa (padded)" if trl else attn, "params_m": n_params / 1e6,
             "pairs_per_s": pairs_s, "tokens_per_s": tokens_s, "model_flops_per_s": 6 * n_params * tokens_s,
             "peak_memory_gb": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
             "gradient_checkpointing": stock, "seconds": seconds, "timed_steps": timed_steps,
-            "pairs_per_step": timed_pairs / timed_steps, "max_tokens": 0 if stock else max_tokens}
+            "pairs_per_step": timed_pairs / timed_steps, "tokens_per_step": timed_tokens / timed_steps,
+            "max_tokens": 0 if trl else max_tokens}
 
 
 def _write_profile(prof: Any, out: Path, shape: str, attn: str) -> None:
@@ -273,7 +276,7 @@ def main() -> None:
                     help="rewardkit attention paths to run (default: varlen flex on CUDA, varlen on CPU: "
                          "per-segment SDPA there)")
     ap.add_argument("--tokenizer", default=None, help="a tokenizer directory (default: the SmolLM2 GGUF's)")
-    ap.add_argument("--no_stock", action="store_true", help="skip the stock TRL run")
+    ap.add_argument("--no_stock", action="store_true", help="skip the TRL runs (stock and tuned)")
     ap.add_argument("--cpu_bf16", action="store_true",
                     help="on CPU, both paths in bf16 autocast (AMX / AVX512-BF16 CPUs; TRL's own default precision)")
     ap.add_argument("--budgets", type=int, nargs="+", default=None,
@@ -307,8 +310,8 @@ def main() -> None:
             default = a.max_tokens[min(n, len(a.max_tokens) - 1)]
         else:
             default = (12288 if shape == "qwen2.5-1.5b" else 32768) if cuda else 0
-        base = None
-        runs = [] if a.no_stock else [("trl-stock", "sdpa", 0)]
+        base = tuned = None
+        runs = [] if a.no_stock else [("trl-stock", "sdpa", 0), ("trl-tuned", "sdpa", 0)]
         runs += [("rewardkit", x, b) for x in attns for b in (a.budgets or [default])]
         for path, attn, budget in runs:
             r = None
@@ -318,18 +321,20 @@ def main() -> None:
                                 Path(a.profile) if a.profile else None, a.cpu_bf16, a.timed_epoch)
                 except Exception as exc:  # one failing path (an OOM, a kernel missing) must not lose the others
                     oom = isinstance(exc, torch.OutOfMemoryError)
-                    rows.append({"shape": shape, "path": path if path == "trl-stock" else f"rk-{attn}",
+                    rows.append({"shape": shape, "path": path if path.startswith("trl-") else f"rk-{attn}",
                                  "max_tokens": budget, "error": f"{type(exc).__name__}: {exc}"[:800]})
                     print(json.dumps(rows[-1]), flush=True)
                     _free(cuda)
-                    if not (oom and path != "trl-stock" and budget > 4096):
+                    if not (oom and not path.startswith("trl-") and budget > 4096):
                         break
                     budget //= 2  # retry this run with a smaller token budget
             if r is None:
                 continue
             r["mfu"] = r["model_flops_per_s"] / peak
             base = base or (r["pairs_per_s"] if path == "trl-stock" else None)
+            tuned = tuned or (r["pairs_per_s"] if path == "trl-tuned" else None)
             r["speedup_pairs_per_s"] = r["pairs_per_s"] / base if base else None
+            r["speedup_vs_tuned"] = r["pairs_per_s"] / tuned if tuned else None
             rows.append(r)
             print(json.dumps(r), flush=True)
             _free(cuda)
@@ -340,7 +345,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(f"\n{dev_name}, measured matmul peak {peak / 1e12:.2f} TFLOP/s")
-    print(f"{'shape':<14}{'path':<17}{'tokens/s':>10}{'pairs/s':>9}{'MFU':>8}{'mem GB':>8}{'speedup':>9}")
+    print(f"{'shape':<14}{'path':<17}{'tokens/s':>10}{'pairs/s':>9}{'MFU':>8}{'mem GB':>8}{'vs stock':>9}{'vs tuned':>9}")
     for r in rows:
         name = r["path"] + (f"@{r['max_tokens']}" if r.get("max_tokens") else "")
         if "error" in r:
@@ -348,8 +353,9 @@ def main() -> None:
             continue
         mem = f"{r['peak_memory_gb']:.1f}" if r["peak_memory_gb"] is not None else "-"
         speed = f"{r['speedup_pairs_per_s']:>8.2f}x" if r["speedup_pairs_per_s"] else "       -"
+        vs_tuned = f"{r['speedup_vs_tuned']:>8.2f}x" if r.get("speedup_vs_tuned") else "       -"
         print(f"{r['shape']:<14}{name:<17}{r['tokens_per_s']:>10.0f}{r['pairs_per_s']:>9.2f}{r['mfu']:>8.1%}"
-              f"{mem:>8}{speed}")
+              f"{mem:>8}{speed}{vs_tuned}")
     print(f"written {out}")
 
 

@@ -190,7 +190,8 @@ def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None 
         _write_export(out, run, weights, model, reference.tokenizer, stats,
                       {"sequences": len(seqs), "on": what, **check, "tolerance": tol, "reward_std": spread,
                        "dtype": dtype}, reference.info, source)
-        print(f"exported {run} → {out} (verified: max |Δreward| {worst:.2e} on {len(seqs)} {what})")
+        print(f"exported {run} → {out} (verified: max |Δreward| {worst:.2e} on {len(seqs)} sequences of {what}"
+              + (f", {check['flipped_pairs']} of {check['pairs']} pairs flipped" if check["pairs"] else "") + ")")
     if push_to_hub:
         push_export(out, push_to_hub, private=private, revision=revision,
                     share_train_prompt_hashes=share_train_prompt_hashes, token=token)
@@ -398,7 +399,8 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
     lines += [
         "",
         f"Export verified: rewards equal the training run's within {v['tolerance']:.0e} "
-        f"(max |Δ| {v['max_abs_diff']:.2e} on {v['sequences']} {v['on']}, {v['dtype']}).",
+        f"(max |Δ| {v['max_abs_diff']:.2e} on {v['sequences']} sequences of {v['on']}, {v['dtype']}"
+        + (f"; {v['flipped_pairs']} of {v['pairs']} pairs flipped" if v.get("pairs") else "") + ").",
         "",
         "Normalise rewards for RLHF with the mean and std above (also in `rewardkit.json`).",
         "",

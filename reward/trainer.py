@@ -34,9 +34,9 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from trl import RewardTrainer
 
+from . import losses
 from .errors import RecipeError, TrainingDiverged
 from .modeling import head_name
 from .packing import PackedPreferenceCollator, ScoreCapture, TokenBudgetBatchSampler, packed_pair_lengths, packed_rewards
@@ -131,25 +131,17 @@ class RewardkitTrainer(RewardTrainer):
         if self.length_debias == "none":
             return chosen, rejected, chosen.new_zeros(())
         c_len, r_len = inputs["chosen_len"], inputs["rejected_len"]
-        coef = self.length_debias_coef
         if self.length_debias == "corr_penalty":
-            return chosen, rejected, coef * _within_class_corr(chosen, rejected, c_len, r_len).abs()
-        quality = _within_class_corr(chosen[:, 0], rejected[:, 0], c_len, r_len)
-        # the length head takes all of the length signal (pooled), the quality head none of it (within class)
-        length = _pearson(torch.cat([chosen[:, 1], rejected[:, 1]]), torch.cat([c_len, r_len]).to(chosen.dtype))
-        extra = coef * (quality.abs() - length) + self._orthogonality()
-        return chosen.sum(-1), rejected.sum(-1), extra
+            return chosen, rejected, losses.corr_penalty(chosen, rejected, c_len, r_len, self.length_debias_coef)
+        return losses.odin_terms(chosen, rejected, c_len, r_len, self.length_debias_coef, self._head_weight())
 
-    def _orthogonality(self) -> torch.Tensor:
-        """|cos| between the quality and length rows of the ODIN head (0 where ZeRO-3 holds no local copy)."""
+    def _head_weight(self) -> torch.Tensor:
+        """The trained reward head's weight (PEFT keeps the trained copy in ``modules_to_save``)."""
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         head = getattr(base, head_name(self.model))
-        if hasattr(head, "modules_to_save"):  # PEFT keeps the trained copy of the head here
+        if hasattr(head, "modules_to_save"):
             head = next(iter(head.modules_to_save.values()))
-        weight = head.weight
-        if weight.numel() == 0 or weight.shape[0] != 2:
-            return torch.zeros((), device=weight.device)
-        return F.cosine_similarity(weight[0], weight[1], dim=0).abs()
+        return head.weight
 
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
@@ -158,13 +150,10 @@ class RewardkitTrainer(RewardTrainer):
         bt_chosen, bt_rejected, extra = self.length_terms(chosen, rejected, inputs)
         if chosen.dim() == 2:  # ODIN: the quality head is the reward model's reward
             chosen, rejected = chosen[:, 0], rejected[:, 0]
-        diff = bt_chosen - bt_rejected
-        if "margin" in inputs:
-            diff = diff - inputs["margin"]
-        per_pair = -F.logsigmoid(diff)
+        per_pair = losses.bradley_terry(bt_chosen, bt_rejected, inputs.get("margin"))
         loss = per_pair.mean() + extra
         if self.args.center_rewards_coefficient is not None:
-            loss = loss + self.args.center_rewards_coefficient * torch.mean((bt_chosen + bt_rejected) ** 2)
+            loss = loss + losses.centering(bt_chosen, bt_rejected, self.args.center_rewards_coefficient)
         with torch.no_grad():
             gap = (chosen - rejected).float()
             pair_loss = per_pair.detach().float()
@@ -212,22 +201,6 @@ class RewardkitTrainer(RewardTrainer):
                 f"training diverged: the loss is {loss} at step {self.state.global_step}. The run is stopped and not "
                 "marked complete. Lower learning_rate, keep max_grad_norm on, or use bf16 instead of fp16; "
                 "logs/train_log.jsonl has the steps before it.")
-
-
-def _within_class_corr(chosen: torch.Tensor, rejected: torch.Tensor, chosen_len: torch.Tensor,
-                       rejected_len: torch.Tensor) -> torch.Tensor:
-    """Mean of corr(reward, length) among the chosen responses and among the rejected ones. Within a
-    class the quality label is fixed, so what correlates with length there is length bias; over all
-    responses together, a dataset whose chosen answers tend to be longer would make the penalty fight
-    the quality signal itself (measured: a pooled penalty flipped a tiny model to pure length)."""
-    return 0.5 * (_pearson(chosen, chosen_len.to(chosen.dtype)) + _pearson(rejected, rejected_len.to(rejected.dtype)))
-
-
-def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of two 1-D tensors, 0 when either is constant (differentiable in ``x``)."""
-    x, y = x.float() - x.float().mean(), y.float() - y.float().mean()
-    denom = torch.sqrt((x * x).sum() * (y * y).sum())
-    return torch.where(denom > 0, (x * y).sum() / denom.clamp_min(1e-12), torch.zeros_like(denom))
 
 
 def _offloads_optimizer(accelerator: Any) -> bool:

@@ -1,0 +1,71 @@
+"""The reward-model losses as small pure functions on tensors, as OpenRLHF keeps its losses
+(``openrlhf/models/loss.py``): ``RewardkitTrainer.compute_loss`` composes them, and
+``tests/test_losses.py`` checks each on hand-worked tensors in milliseconds.
+
+- :func:`bradley_terry`: −log σ(r_chosen − r_rejected − margin) per pair (TRL's loss, margin included).
+- :func:`centering`: coef · mean((r_chosen + r_rejected)²) (TRL's ``center_rewards_coefficient``).
+- :func:`corr_penalty`: coef · |corr(reward, response length)| within the chosen and within the
+  rejected responses (rewardkit's ``length_debias: corr_penalty``).
+- :func:`odin_terms`: ODIN (Chen et al., 2024) for a two-output head (quality, length): the
+  Bradley-Terry loss on their sum, plus coef · (|corr(quality, length)| within class −
+  corr(length output, length) over all responses) + |cos| between the two head rows.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pair loss −log σ(chosen − rejected − margin), shape [n]."""
+    diff = chosen - rejected
+    if margin is not None:
+        diff = diff - margin
+    return -F.logsigmoid(diff)
+
+
+def centering(chosen: torch.Tensor, rejected: torch.Tensor, coef: float) -> torch.Tensor:
+    """coef · mean((chosen + rejected)²): pulls the rewards of a pair towards a mean of zero."""
+    return coef * torch.mean((chosen + rejected) ** 2)
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of two 1-D tensors, 0 when either is constant (differentiable in ``x``)."""
+    x, y = x.float() - x.float().mean(), y.float() - y.float().mean()
+    denom = torch.sqrt((x * x).sum() * (y * y).sum())
+    return torch.where(denom > 0, (x * y).sum() / denom.clamp_min(1e-12), torch.zeros_like(denom))
+
+
+def within_class_corr(chosen: torch.Tensor, rejected: torch.Tensor, chosen_len: torch.Tensor,
+                      rejected_len: torch.Tensor) -> torch.Tensor:
+    """Mean of corr(reward, length) among the chosen responses and among the rejected ones. Within a
+    class the quality label is fixed, so what correlates with length there is length bias; over all
+    responses together, a dataset whose chosen answers tend to be longer would make the penalty fight
+    the quality signal itself (measured: a pooled penalty flipped a tiny model to pure length)."""
+    return 0.5 * (pearson(chosen, chosen_len.to(chosen.dtype)) + pearson(rejected, rejected_len.to(rejected.dtype)))
+
+
+def corr_penalty(chosen: torch.Tensor, rejected: torch.Tensor, chosen_len: torch.Tensor, rejected_len: torch.Tensor,
+                 coef: float) -> torch.Tensor:
+    """coef · |within-class corr(reward, length)|."""
+    return coef * within_class_corr(chosen, rejected, chosen_len, rejected_len).abs()
+
+
+def head_orthogonality(weight: torch.Tensor) -> torch.Tensor:
+    """|cos| between the two rows (quality, length) of an ODIN head's weight; 0 for an empty shard
+    (ZeRO-3 holds no local copy) or a head without two rows."""
+    if weight.numel() == 0 or weight.dim() != 2 or weight.shape[0] != 2:
+        return torch.zeros((), device=weight.device)
+    return F.cosine_similarity(weight[0], weight[1], dim=0).abs()
+
+
+def odin_terms(chosen: torch.Tensor, rejected: torch.Tensor, chosen_len: torch.Tensor, rejected_len: torch.Tensor,
+               coef: float, head_weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ODIN for [n, 2] rewards (quality, length): (chosen sum, rejected sum, extra loss). The length
+    output takes all of the length signal (pooled over every response), the quality output none of it
+    (within class)."""
+    quality = within_class_corr(chosen[:, 0], rejected[:, 0], chosen_len, rejected_len)
+    length = pearson(torch.cat([chosen[:, 1], rejected[:, 1]]), torch.cat([chosen_len, rejected_len]).to(chosen.dtype))
+    extra = coef * (quality.abs() - length) + head_orthogonality(head_weight)
+    return chosen.sum(-1), rejected.sum(-1), extra
