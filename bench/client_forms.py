@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import write_result  # noqa: E402 (after the path insert)
 
 
 def load_pairs(data: str, rm, max_pairs: int | None) -> list[dict]:
@@ -154,8 +153,7 @@ def main() -> None:
                "plain_max_abs_diff": max((abs(rewards[i] - [x for g in base for x in g][i]) for i in differ), default=0.0)}
         rows.append(row)
         print(json.dumps(row))
-    result = {"date": date.today().isoformat(), "device": f"cpu-{os.cpu_count()}cores", "platform": platform.platform(),
-              "model": a.model, "pairs": len(pairs), "template_accuracy": base_acc, "rows": rows}
+    result = {"model": a.model, "pairs": len(pairs), "template_accuracy": base_acc, "rows": rows}
     print(f"\n| form | rewardkit: scored tokens = `score`'s | max abs diff (on {2 * min(a.check, len(pairs))} checked) | "
           "plain transformers: same tokens | accuracy | vs template |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -163,10 +161,7 @@ def main() -> None:
         print(f"| {r['form']} | {r['rewardkit_same_tokens']}/{r['n']} | {r['rewardkit_max_abs_diff']:.1e} | "
               f"{r['plain_same_tokens']}/{r['n']} | {r['plain_accuracy']:.3f} | "
               f"{100 * r['plain_accuracy_minus_template']:+.1f} |")
-    out = Path(a.out or ROOT / "bench" / "results" / f"{date.today().isoformat()}-client-forms-cpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("client-forms", f"cpu-{os.cpu_count()}cores", result, a.out)
 
 
 if __name__ == "__main__":

@@ -20,20 +20,18 @@ bench/results/<date>-reward-func-<device>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.serve import GGUF, build_model, grpo_groups  # noqa: E402 (after the path insert)
+from bench.common import write_result  # noqa: E402 (after the path insert)
+from bench.serve import GGUF, build_model, grpo_groups  # noqa: E402
 
 
 def trl_model_path_rewards(model, tok, prompts: list, completions: list) -> list[float]:
@@ -93,19 +91,14 @@ def main() -> None:
     n = len(prompts)
     rows = [{"path": "trl-model-path", "seconds_per_batch": trl_s, "completions_per_s": n / trl_s},
             {"path": "rewardkit as_reward_func", "seconds_per_batch": rk_s, "completions_per_s": n / rk_s}]
-    result = {"date": date.today().isoformat(), "device": device_name, "platform": platform.platform(),
-              "dtype": str(dtype).replace("torch.", ""), "model": a.model or f"SmolLM2-135M-Instruct ({GGUF}, fresh head)",
+    result = {"dtype": str(dtype).replace("torch.", ""), "model": a.model or f"SmolLM2-135M-Instruct ({GGUF}, fresh head)",
               "batch": f"{a.prompts} prompts x {a.samples} completions (conversational)", "rounds": a.rounds,
               "rows": rows, "speedup": trl_s / rk_s, "max_abs_reward_diff": worst}
     print(f"{'path':26} {'s/batch':>8} {'completions/s':>14}")
     for r in rows:
         print(f"{r['path']:26} {r['seconds_per_batch']:8.3f} {r['completions_per_s']:14.1f}")
     print(f"rewardkit / TRL model path: {trl_s / rk_s:.2f}x; max |Δreward| {worst:.2e}; device {device_name}")
-    name = f"{date.today().isoformat()}-reward-func-{device_name.replace(' ', '_')}.json"
-    out = Path(a.out or ROOT / "bench" / "results" / name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("reward-func", device_name, result, a.out)
 
 
 if __name__ == "__main__":

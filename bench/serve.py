@@ -22,17 +22,17 @@ import asyncio
 import gzip
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import write_result  # noqa: E402 (after the path insert)
+
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -176,8 +176,7 @@ def main() -> None:
     worst = max(abs(x - y) for bx, by in zip(naive.pop("rewards"), ours.pop("rewards")) for x, y in zip(bx, by))
     ratio = ours["responses_per_s"] / naive["responses_per_s"]
     tokens = [len(t) for b in bodies for t in b["query"]]
-    result = {"date": date.today().isoformat(), "device": device_name, "platform": platform.platform(),
-              "model": a.model or f"SmolLM2-135M-Instruct ({GGUF}, fresh head)", "load": f"{a.prompts} prompts x "
+    result = {"model": a.model or f"SmolLM2-135M-Instruct ({GGUF}, fresh head)", "load": f"{a.prompts} prompts x "
               f"{a.samples} samples, 16 concurrent /get_reward requests a step", "rounds": a.rounds,
               "max_batch_tokens": budget, "max_wait_ms": a.max_wait_ms, "mean_query_chars": statistics.mean(tokens),
               "rows": rows, "speedup_responses_per_s": ratio, "max_abs_reward_diff": worst}
@@ -185,11 +184,7 @@ def main() -> None:
     for r in rows:
         print(f"{r['server']:10} {r['responses_per_s']:12.1f} {r['p50_latency_s']:8.3f} {r['p99_latency_s']:8.3f}")
     print(f"rewardkit / naive: {ratio:.2f}x responses/s; max |Δreward| {worst:.2e}; device {device_name}")
-    name = f"{date.today().isoformat()}-serve-{device_name.replace(' ', '_')}.json"
-    out = Path(a.out or ROOT / "bench" / "results" / name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result("serve", device_name, result, a.out)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,8 @@ class RewardkitTrainer(RewardTrainer):
         if self._signature_columns is None:
             self._signature_columns = list(PACKED_COLUMNS)
 
-    def _head_capture(self, model: Any) -> ScoreCapture:
+    def _head_capture(self) -> ScoreCapture:
+        """The hook on the trained model's reward head (``self.model``, also when ``compute_loss`` gets a wrapper)."""
         if self._capture is None:
             self._capture = ScoreCapture.for_model(self.model)
         return self._capture
@@ -118,7 +119,7 @@ class RewardkitTrainer(RewardTrainer):
         """(chosen rewards, rejected rewards, real tokens: an int or a device scalar) for a packed or padded
         batch; rewards are [n] or, for an ODIN head, [n, 2] (quality, length)."""
         if "segment_ids" in inputs:
-            chosen, rejected = packed_rewards(model, self._head_capture(model), inputs, inner=self.model,
+            chosen, rejected = packed_rewards(model, self._head_capture(), inputs, inner=self.model,
                                               all_outputs=self.length_debias == "odin")
             return chosen, rejected, inputs["input_ids"].numel()
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)

@@ -1,0 +1,22 @@
+"""What every benchmark script shares: where and how its result table is written."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_result(kind: str, device_name: str, fields: dict, out: str | None = None) -> Path:
+    """``fields`` after the date, device and platform, as JSON at ``out`` or at
+    ``bench/results/<date>-<kind>-<device>.json``; prints the path."""
+    today = date.today().isoformat()
+    result = {"date": today, "device": device_name, "platform": platform.platform(), **fields}
+    path = Path(out) if out else RESULTS / f"{today}-{kind}-{device_name.replace(' ', '_')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+    return path
