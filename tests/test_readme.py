@@ -8,6 +8,8 @@ import shlex
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 PRODUCED = ("runs/", "exports/", "scored.jsonl", "demo_out")  # written by an earlier command of the README
@@ -45,7 +47,15 @@ def test_readme_example_inputs_score(tiny_model_dir, tmp_path):
                            "--no_progress"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(rows) == 3 and len(rows[0]["scores"]) == 3 and isinstance(rows[1]["score"], float)
+    assert len(rows) == 3 and len(rows[0]["scores"]) == 3
+    from reward.scoring import RewardModel
+
+    rm = RewardModel.from_pretrained(str(tiny_model_dir), device="cpu")
+    inputs = [json.loads(x) for x in (ROOT / score[3]).read_text().splitlines() if x.strip()]
+    for row, got in zip(inputs, rows):  # what `score` wrote is the reward of that (prompt, response)
+        responses = row["responses"] if "responses" in row else [row["response"]]
+        written = got["scores"] if "responses" in row else [got["score"]]
+        assert written == pytest.approx([rm.score(row.get("prompt"), r) for r in responses], abs=1e-4)
     prompts = (ROOT / next(c for c in readme_commands() if c[1] == "demo")[5]).read_text().splitlines()
     assert len([p for p in prompts if p.strip()]) == 3
 

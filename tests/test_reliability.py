@@ -201,7 +201,11 @@ def test_scoring_input_and_output_checked_before_the_model_loads(tiny_model_dir,
               "is a directory")
     proc = cli("score", str(tiny_model_dir), str(rows), "--out", str(tmp_path / "o.jsonl"), "--no_progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert isinstance(json.loads((tmp_path / "o.jsonl").read_text())["score"], float)
+    from reward.scoring import RewardModel
+
+    # no prompt: scored as the reply to one empty user turn
+    want = RewardModel.from_pretrained(str(tiny_model_dir), device="cpu").score("", "Hello")
+    assert json.loads((tmp_path / "o.jsonl").read_text())["score"] == pytest.approx(want, abs=1e-4)
 
 
 def test_sigterm_during_score_leaves_nothing_behind(tiny_model_dir, tmp_path):
