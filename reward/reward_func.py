@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .scoring import RewardModel
+from .scoring import RewardModel, ungroup
 
 
 class RewardFunction:
@@ -56,11 +56,7 @@ class RewardFunction:
 
     def _scatter(self, index: list[list[int]], groups: list[list[list[int]]], n: int) -> list[float]:
         scores = self.rm.score_sequence_groups(groups, pack_tokens=self.pack_tokens)
-        out = [0.0] * n
-        for idx, values in zip(index, scores):
-            for i, v in zip(idx, values):
-                out[i] = self._normalize(v)
-        return out
+        return [self._normalize(v) for v in ungroup(index, scores, n)]
 
     def _place(self) -> None:
         """Move the model to the trainer's device on the first call (the trainer is built after this object)."""

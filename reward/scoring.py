@@ -39,6 +39,15 @@ class Encoded(NamedTuple):
     """Each group's prompt ids, before any cut: groups with the same prompt can be scored as one."""
 
 
+def ungroup(index: Sequence[Sequence[int]], grouped: Sequence[Sequence[Any]], n: int) -> list[Any]:
+    """Values computed per group (``grouped[g][j]`` for input ``index[g][j]``) back in input order."""
+    out: list[Any] = [None] * n
+    for idx, values in zip(index, grouped):
+        for i, v in zip(idx, values):
+            out[i] = v
+    return out
+
+
 class RewardModel:
     """A reward model ready to score: ``RewardModel.from_pretrained(run_dir_or_model)``."""
 
@@ -307,11 +316,7 @@ class RewardModel:
         :meth:`score` gives its (prompt, response), whatever end or start the client gave the text."""
         norm = self.normalizer(normalize)
         index, encoded = self.encode_texts(texts, prompts)
-        out = [0.0] * len(texts)
-        for idx, values in zip(index, self.score_sequence_groups(encoded.groups)):
-            for i, v in zip(idx, values):
-                out[i] = norm(v)
-        return out
+        return [norm(v) for v in ungroup(index, self.score_sequence_groups(encoded.groups), len(texts))]
 
     def rank(self, prompt: Prompt, responses: Sequence[str], batch_size: int = 16,
              pack_tokens: int | None = None) -> list[tuple[str, float]]:

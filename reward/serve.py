@@ -48,7 +48,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from .errors import ScoringError
-from .scoring import Encoded, RewardModel
+from .scoring import Encoded, RewardModel, ungroup
 
 logger = logging.getLogger(__name__)
 API_KEY_ENV = "REWARDKIT_API_KEY"
@@ -316,11 +316,7 @@ def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: 
             return [], []
         index, encoded = await asyncio.to_thread(rm.encode_texts, texts, prompts)
         got = await _score(encoded)
-        rewards, truncated = [0.0] * len(texts), [False] * len(texts)
-        for idx, values, cuts in zip(index, got, encoded.truncated):
-            for i, v, cut in zip(idx, values, cuts):
-                rewards[i], truncated[i] = v, cut
-        return rewards, truncated
+        return ungroup(index, got, len(texts)), ungroup(index, encoded.truncated, len(texts))
 
     async def _score(encoded: Encoded) -> list[list[float]]:
         try:
