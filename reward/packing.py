@@ -434,9 +434,26 @@ class TokenBudgetBatchSampler:
 
 
 def packed_pair_lengths(dataset: Any) -> list[int]:
-    """Tokens each pair takes in a packed row: the prompt once plus both responses."""
-    return [len(c) + len(r) - int(p) for c, r, p in zip(dataset["chosen_ids"], dataset["rejected_ids"],
-                                                       dataset["prompt_len"])]
+    """Tokens each pair takes in a packed row: the prompt once plus both responses. Read as Arrow list
+    lengths a batch at a time, so a memory-mapped set of any size is never materialised."""
+    import pyarrow.compute as pc
+
+    out: list[int] = []
+    for batch in dataset.with_format("arrow").iter(batch_size=65536):
+        n = pc.add(pc.list_value_length(batch["chosen_ids"]), pc.list_value_length(batch["rejected_ids"]))
+        out.extend(pc.subtract(n, batch["prompt_len"].cast("int32")).to_pylist())
+    return out
+
+
+def longest_row(dataset: Any) -> int:
+    """The longest ``chosen_ids``/``rejected_ids`` row of a tokenized set, from Arrow list lengths."""
+    import pyarrow.compute as pc
+
+    longest = 0
+    for batch in dataset.with_format("arrow").iter(batch_size=65536):
+        for name in ("chosen_ids", "rejected_ids"):
+            longest = max(longest, pc.max(pc.list_value_length(batch[name])).as_py() or 0)
+    return longest
 
 
 # --- inference rows ------------------------------------------------------------------------------

@@ -19,6 +19,10 @@ TRAINER_SIGNATURE_HOOK = "_set_signature_columns_if_needed"
 """``transformers.Trainer`` calls this private method to decide which dataset columns reach the
 collator (``_remove_unused_columns``); ``RewardkitTrainer`` overrides it to keep its packed columns."""
 
+TRAINER_DATASET_HOOK = "_prepare_dataset"
+"""TRL's ``RewardTrainer`` passes each dataset through this private method (tokenize, then a per-row
+``max_length`` filter); ``RewardkitTrainer`` overrides it so prepared sets pass as they are."""
+
 PACKED_COLUMNS = ["chosen_ids", "rejected_ids", "margin", "prompt_len"]
 """The columns rewardkit's prepared datasets carry and its collator reads."""
 

@@ -111,11 +111,10 @@ class RunWriter:
             write_json(self.dir / DATA_REPORT, data.report.to_dict())
 
     def start(self, recipe: Recipe, data: Any, run_info: dict[str, Any]) -> None:
-        """Before training: what the run is (resolved recipe, environment, how to reload it), its data
-        report and training prompt hashes, and no completion stamp (a rerun is unfinished until it ends)."""
+        """Before training: what the run is (resolved recipe, environment, how to reload it), its
+        training prompt hashes, and no completion stamp (a rerun is unfinished until it ends)."""
         if not self.is_main:
             return
-        self.data_report(data)
         # Hashes, not text: enough for `rewardkit eval` to leave out what the model trained on.
         write_json(self.dir / TRAIN_PROMPTS, {"hash": "sha1(prompt json)[:16]", "prompts": data.train_prompt_hashes or []})
         atomic_write_text(self.dir / RESOLVED_RECIPE, yaml.safe_dump(_plain(recipe.resolved()), sort_keys=False))
@@ -191,11 +190,10 @@ def setup(recipe: Recipe) -> TrainingRun:
 
     tokenizer = load_tokenizer(margs.model_name_or_path, dargs.gguf_file, margs.model_revision, args.trust_remote_code)
     data = prepare_data(recipe.sources, tokenizer, DataSettings.from_recipe(recipe))
+    writer.data_report(data)  # as soon as it is known, also when it leaves nothing to train on
     if state.is_main_process:
         logger.info("data:\n%s", data.report.summary())
     if data.train is None:
-
-        writer.data_report(data)
         raise DataError(f"no training pairs left after preparation; see {writer.dir / DATA_REPORT}.")
 
     # The score head is new (an LM checkpoint has none) and drawn at load time, before the Trainer

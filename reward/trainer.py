@@ -23,8 +23,9 @@ What it changes and why:
   coefficient 1.0, brought the correlation under 0.1 and accuracy to 1.0 (tests/test_debias.py pins this).
 - A NaN or infinite training loss stops the run (``TrainingDiverged``) at the next log step instead
   of training on and stamping a NaN model complete.
-- A guard: the datasets it receives already fit ``max_length`` (``reward.data``); if TRL's own
-  length filter still removed a row, training stops instead of losing it silently.
+- Datasets prepared by ``reward.data`` (tokenized, every pair fitted to ``max_length``) pass TRL's
+  dataset preparation as they are: its per-row length filter would read every row of a memory-mapped
+  set (minutes for a million pairs) to drop nothing. Their lengths are checked on the Arrow columns.
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ from trl import RewardTrainer
 from . import losses
 from .errors import RecipeError, TrainingDiverged
 from .modeling import head_name
-from .packing import PackedPreferenceCollator, ScoreCapture, TokenBudgetBatchSampler, packed_pair_lengths, packed_rewards
+from .packing import (
+    PackedPreferenceCollator,
+    ScoreCapture,
+    TokenBudgetBatchSampler,
+    longest_row,
+    packed_pair_lengths,
+    packed_rewards,
+)
 from .seams import PACKED_COLUMNS, reward_trainer_accepts_outputs
 
 logger = logging.getLogger(__name__)
@@ -51,9 +59,6 @@ class RewardkitTrainer(RewardTrainer):
 
     def __init__(self, *args: Any, packing: bool = True, max_tokens_per_batch: int | None = None,
                  length_debias: str = "none", length_debias_coef: float = 1.0, **kwargs: Any):
-        train = kwargs.get("train_dataset")
-        evals = kwargs.get("eval_dataset")
-        sizes = (len(train) if train is not None else None, len(evals) if evals is not None else None)
         self.packing = packing
         self.max_tokens_per_batch = max_tokens_per_batch if packing else None
         self.length_debias, self.length_debias_coef = length_debias, length_debias_coef
@@ -62,11 +67,6 @@ class RewardkitTrainer(RewardTrainer):
             kwargs["data_collator"] = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)
         with reward_trainer_accepts_outputs(kwargs.get("model")):
             super().__init__(*args, **kwargs)
-        after = (len(self.train_dataset) if self.train_dataset is not None else None,
-                 len(self.eval_dataset) if self.eval_dataset is not None else None)
-        if after != sizes:
-            raise RuntimeError(f"TRL's dataset preparation changed the number of pairs {sizes} → {after}; "
-                               "rewardkit's data step should have made every pair fit max_length.")
         self._check_head_trainable()
         self._capture: ScoreCapture | None = None
         self._stats: dict[str, torch.Tensor] = {}
@@ -104,6 +104,16 @@ class RewardkitTrainer(RewardTrainer):
                                               eps=a.adam_epsilon, weight_decay=a.weight_decay, adamw_mode=True)
             logger.info("ZeRO optimizer offload: DeepSpeedCPUAdam instead of %s", type(optimizer).__name__)
         return self.optimizer
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        """seams.TRAINER_DATASET_HOOK: a prepared set as it is, once its longest row is checked (Arrow)."""
+        if "chosen_ids" not in getattr(dataset, "column_names", ()):
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        longest = longest_row(dataset)
+        if args.max_length is not None and longest > args.max_length:
+            raise RecipeError(f"the {dataset_name} set has a {longest}-token row, over max_length {args.max_length}: "
+                              "prepare it with rewardkit's data step (reward.data.prepare_data).")
+        return dataset
 
     def _set_signature_columns_if_needed(self) -> None:  # seams.TRAINER_SIGNATURE_HOOK: keep the packed columns
         if self._signature_columns is None:

@@ -32,7 +32,7 @@ def test_hh_rlhf_full_file_at_256_accounts_for_every_row(tokenizer_dir, tmp_path
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     data = prepare_data([parse_source(0, {"path": str(SHARED_HH), "format": "hh-rlhf"})], tok,
-                        DataSettings(max_length=256, cache_dir=str(tmp_path)))
+                        DataSettings(256, "left", 42, 0.2, cache_dir=str(tmp_path)))
     r = data.report
     assert r.total == 1800
     assert r.kept + sum(r.dropped.values()) == r.total
@@ -65,13 +65,13 @@ def test_left_truncation_keeps_last_turn_and_responses(tokenizer_dir, tmp_path):
     path.write_text(json.dumps({"chosen": long_prompt + "\n\nAssistant: good answer",
                                 "rejected": long_prompt + "\n\nAssistant: bad"}) + "\n")
     source = [parse_source(0, {"path": str(path), "format": "hh-rlhf"})]
-    data = prepare_data(source, tok, DataSettings(128, "left", eval_split_size=0.0, cache_dir=str(tmp_path / "left")))
+    data = prepare_data(source, tok, DataSettings(128, "left", 42, 0.0, cache_dir=str(tmp_path / "left")))
     assert data.report.kept == 1 and data.report.truncated == 1
     text = tok.decode(data.train[0]["chosen_ids"])
     assert "final question?" in text and text.rstrip().endswith("<|im_end|>") and "good answer" in text
     assert len(data.train[0]["chosen_ids"]) <= 128
     with pytest.raises(DataError, match="(?s)no pairs left.*dropped too_long: 1"):
-        prepare_data(source, tok, DataSettings(128, "drop", eval_split_size=0.0, cache_dir=str(tmp_path / "drop")))
+        prepare_data(source, tok, DataSettings(128, "drop", 42, 0.0, cache_dir=str(tmp_path / "drop")))
 
 
 def test_hygiene_counts_each_reason(tmp_path):

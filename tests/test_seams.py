@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -23,6 +24,25 @@ def test_trainer_still_asks_the_signature_hook_which_columns_to_keep():
     # the column filter consults the hook, so overriding it decides what reaches our collator
     assert seams.TRAINER_SIGNATURE_HOOK in inspect.getsource(Trainer._remove_unused_columns)
     assert RewardkitTrainer._set_signature_columns_if_needed is not Trainer._set_signature_columns_if_needed
+
+
+def test_trl_reward_trainer_prepares_datasets_through_the_hook():
+    """TRL's RewardTrainer sends each dataset through the private hook; a prepared set passes as it is
+    (same object, no per-row filter), and a row over max_length is refused, not dropped."""
+    from datasets import Dataset
+    from trl import RewardTrainer
+
+    from reward.errors import RecipeError
+    from reward.trainer import RewardkitTrainer
+
+    assert f"self.{seams.TRAINER_DATASET_HOOK}(train_dataset" in inspect.getsource(RewardTrainer.__init__)
+    trainer = RewardkitTrainer.__new__(RewardkitTrainer)
+    rows = Dataset.from_list([{"chosen_ids": [1, 2, 3], "rejected_ids": [1, 2], "prompt_len": 1}])
+    args = SimpleNamespace(max_length=3)
+    assert trainer._prepare_dataset(rows, None, args, "train") is rows
+    args.max_length = 2
+    with pytest.raises(RecipeError, match="3-token row"):
+        trainer._prepare_dataset(rows, None, args, "train")
 
 
 def test_trl_collator_stacks_chosen_then_rejected():

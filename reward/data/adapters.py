@@ -1,5 +1,8 @@
 """Adapters from the formats users bring to one pair: ``{prompt: [messages], chosen, rejected, margin}``.
 
+Each adapter is a generator over rows, so a source of any size streams through it (the formats that
+pair a prompt's rows, ``helpsteer2`` and ``ranked-csv``, gather them first).
+
 Every adapter counts what it cannot use in the :class:`DataReport` (``dropped`` by reason) and
 raises :class:`DataError` naming the row and column for values of the wrong type, so nothing is
 lost without a number next to it.
@@ -10,7 +13,7 @@ from __future__ import annotations
 import csv
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +78,8 @@ def _margin(row: dict, source: DataSource, index: int) -> float | None:
         raise DataError(f"{source.path}: row {index}, column '{column}': margin must be a number.") from None
 
 
-def adapt_pairs(rows: Iterable[dict], source: DataSource, report: DataReport) -> list[Pair]:
+def adapt_pairs(rows: Iterable[dict], source: DataSource, report: DataReport) -> Iterator[Pair]:
     """Columns ``prompt``/``chosen``/``rejected`` (text or messages; prompt optional) and ``margin``."""
-    out = []
     pc, cc, rc = _col(source, "prompt"), _col(source, "chosen"), _col(source, "rejected")
     for i, row in enumerate(rows):
         if i == 0:
@@ -91,15 +93,14 @@ def adapt_pairs(rows: Iterable[dict], source: DataSource, report: DataReport) ->
         if isinstance(chosen, list) or isinstance(rejected, list):
             pair = _conversational_pair(row, source, i, report)
             if pair is not None:
-                out.append(pair)
+                yield pair
             continue
         c, r = _text(row, cc, i, source), _text(row, rc, i, source)
         prompt = _messages(row.get(pc), pc, i, source) if pc in row else []
         if c is None or r is None or prompt is None:
             report.drop("empty_field")
             continue
-        out.append({"prompt": prompt, "chosen": c, "rejected": r, "margin": _margin(row, source, i)})
-    return out
+        yield {"prompt": prompt, "chosen": c, "rejected": r, "margin": _margin(row, source, i)}
 
 
 def _conversational_pair(row: dict, source: DataSource, i: int, report: DataReport) -> Pair | None:
@@ -124,14 +125,12 @@ def _conversational_pair(row: dict, source: DataSource, i: int, report: DataRepo
     return {"prompt": prompt_c, "chosen": reply_c, "rejected": reply_r, "margin": _margin(row, source, i)}
 
 
-def adapt_conversational(rows: Iterable[dict], source: DataSource, report: DataReport) -> list[Pair]:
+def adapt_conversational(rows: Iterable[dict], source: DataSource, report: DataReport) -> Iterator[Pair]:
     """UltraFeedback-style: ``chosen``/``rejected`` are message lists ending in the assistant reply."""
-    out = []
     for i, row in enumerate(rows):
         pair = _conversational_pair(row, source, i, report)
         if pair is not None:
-            out.append(pair)
-    return out
+            yield pair
 
 
 def parse_hh_transcript(text: str) -> list[dict[str, str]]:
@@ -154,14 +153,13 @@ def parse_hh_transcript(text: str) -> list[dict[str, str]]:
     return msgs
 
 
-def adapt_hh_rlhf(rows: Iterable[dict], source: DataSource, report: DataReport) -> list[Pair]:
+def adapt_hh_rlhf(rows: Iterable[dict], source: DataSource, report: DataReport) -> Iterator[Pair]:
     """HH-RLHF transcripts: the shared prompt ends at the last Assistant turn both sides share.
 
     Rows whose ``chosen``/``rejected`` prefixes differ (a reply that itself contains
     ``\\n\\nAssistant:``) are split at the last Assistant marker inside their common prefix, kept,
     and counted under ``repaired``.
     """
-    out = []
     cc, rc = _col(source, "chosen"), _col(source, "rejected")
     for i, row in enumerate(rows):
         c, r = _text(row, cc, i, source), _text(row, rc, i, source)
@@ -182,8 +180,7 @@ def adapt_hh_rlhf(rows: Iterable[dict], source: DataSource, report: DataReport) 
             report.repaired["hh_prefix_mismatch"] += 1
         prompt = parse_hh_transcript(c[:cut_c])
         end = cut_c + len(HH_ASSISTANT)
-        out.append({"prompt": prompt, "chosen": c[end:].strip(), "rejected": r[end:].strip(), "margin": None})
-    return out
+        yield {"prompt": prompt, "chosen": c[end:].strip(), "rejected": r[end:].strip(), "margin": None}
 
 
 def _common_prefix(a: str, b: str) -> str:
@@ -195,18 +192,15 @@ def _common_prefix(a: str, b: str) -> str:
     return a[:n]
 
 
-def adapt_helpsteer2_binarized(rows: Iterable[dict], source: DataSource, report: DataReport) -> list[Pair]:
+def adapt_helpsteer2_binarized(rows: Iterable[dict], source: DataSource, report: DataReport) -> Iterator[Pair]:
     """HelpSteer2 binarized; some releases repeat the prompt at the start of chosen/rejected: strip it."""
-    pairs = adapt_pairs(rows, source, report)
-    for pair in pairs:
-        if not pair["prompt"]:
-            continue
-        last = pair["prompt"][-1]["content"]
+    for pair in adapt_pairs(rows, source, report):
+        last = pair["prompt"][-1]["content"] if pair["prompt"] else ""
         for side in ("chosen", "rejected"):
             if last and pair[side].startswith(last) and len(pair[side]) > len(last):
                 pair[side] = pair[side][len(last):].lstrip()
                 report.repaired["prompt_repeated_in_response"] += 1
-    return pairs
+        yield pair
 
 
 def _helpsteer_score(row: dict, weights: dict[str, float], source: DataSource, index: int) -> float:
@@ -220,7 +214,7 @@ def _helpsteer_score(row: dict, weights: dict[str, float], source: DataSource, i
     return total
 
 
-def adapt_helpsteer2(rows: Iterable[dict], source: DataSource, report: DataReport) -> list[Pair]:
+def adapt_helpsteer2(rows: Iterable[dict], source: DataSource, report: DataReport) -> Iterator[Pair]:
     """HelpSteer2 raw: one response per row with attribute scores → all score-ordered pairs per prompt.
 
     Ordered by ``score_weights`` (default helpfulness); ties are skipped and counted; with
@@ -238,19 +232,17 @@ def adapt_helpsteer2(rows: Iterable[dict], source: DataSource, report: DataRepor
             report.drop("empty_field")  # one row is one response; count it as one candidate
             continue
         groups[p].append((_helpsteer_score(row, weights, source, i), r))
-    out = []
     for prompt, scored in groups.items():
         for (s1, r1), (s2, r2) in itertools.combinations(scored, 2):
             if s1 == s2:
                 report.drop("score_tie")
                 continue
             (hi, chosen), (lo, rejected) = ((s1, r1), (s2, r2)) if s1 > s2 else ((s2, r2), (s1, r1))
-            out.append({"prompt": as_messages(prompt), "chosen": chosen, "rejected": rejected,
-                        "margin": (hi - lo) if source.use_margin else None})
-    return out
+            yield {"prompt": as_messages(prompt), "chosen": chosen, "rejected": rejected,
+                   "margin": (hi - lo) if source.use_margin else None}
 
 
-def adapt_ranked_csv(rows: Iterable[dict], source: DataSource, report: DataReport) -> list[Pair]:
+def adapt_ranked_csv(rows: Iterable[dict], source: DataSource, report: DataReport) -> Iterator[Pair]:
     """Ranked answers (``prompt, answer, rank``; lower rank is better) → pairs.
 
     ``pairing: all`` makes every ordered pair of a prompt's answers, ``adjacent`` only neighbouring
@@ -289,7 +281,7 @@ def adapt_ranked_csv(rows: Iterable[dict], source: DataSource, report: DataRepor
             out.append({"prompt": as_messages(prompt), "chosen": a, "rejected": b, "margin": None})
     if source.pairs_out:
         write_pairs_csv(out, source.pairs_out)
-    return out
+    yield from out
 
 
 def write_pairs_csv(pairs: list[Pair], path: str | Path) -> None:
@@ -303,7 +295,7 @@ def write_pairs_csv(pairs: list[Pair], path: str | Path) -> None:
             writer.writerow([p["prompt"][-1]["content"] if p["prompt"] else "", p["chosen"], p["rejected"]])
 
 
-ADAPTERS: dict[str, Callable[[Iterable[dict], DataSource, DataReport], list[Pair]]] = {
+ADAPTERS: dict[str, Callable[[Iterable[dict], DataSource, DataReport], Iterator[Pair]]] = {
     "pairs": adapt_pairs,
     "conversational": adapt_conversational,
     "hh-rlhf": adapt_hh_rlhf,

@@ -56,6 +56,14 @@ class DataReport:
             "per_source": self.per_source,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DataReport:
+        """The report :meth:`to_dict` wrote."""
+        return cls(total=d["total"], kept_train=d["kept_train"], kept_eval=d["kept_eval"], dropped=Counter(d["dropped"]),
+                   truncated=d["truncated"], repaired=Counter(d["repaired"]), per_source=d["per_source"],
+                   lengths=d["lengths"], prompt_token_share=d["prompt_token_share"], max_length=d["max_length"],
+                   truncation=d["truncation"])
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 

@@ -94,8 +94,8 @@ def check_local_file(path: Path) -> None:
         raise DataError(f"{path}: the file holds no rows (only blank lines).")
 
 
-def load_rows(source: DataSource, split: str | None = None) -> list[dict[str, Any]]:
-    """Rows of one split of a source as dicts.
+def open_rows(source: DataSource, split: str | None = None) -> Any:
+    """One split of a source as a ``datasets.Dataset``: Arrow, memory-mapped, whatever its size.
 
     ``path`` is a local file (jsonl/json/csv/tsv/parquet, compressed or not), a local dataset
     directory, or a Hub dataset id (``name``/``revision`` apply). For a local file, ``split`` other
@@ -138,7 +138,19 @@ def load_rows(source: DataSource, split: str | None = None) -> list[dict[str, An
         if split not in ds:
             raise DataError(f"dataset {path_str!r} has splits {list(ds)}, not {split!r}.")
         ds = ds[split]
-    rows = ds.to_list()
-    if not rows:
+    if len(ds) == 0:
         raise DataError(f"dataset {path_str!r} (split {split!r}) has no rows.")
-    return rows
+    return ds
+
+
+def iter_rows(dataset: Any, batch_size: int = 1024) -> Iterator[dict[str, Any]]:
+    """The rows of a dataset as dicts, read a batch at a time (bounded memory, faster than ``iter(ds)``)."""
+    for batch in dataset.iter(batch_size=batch_size):
+        columns = list(batch)
+        for values in zip(*(batch[c] for c in columns)):
+            yield dict(zip(columns, values))
+
+
+def load_rows(source: DataSource, split: str | None = None) -> list[dict[str, Any]]:
+    """Rows of one split of a source as a list of dicts: for the small sets read whole (suites)."""
+    return list(iter_rows(open_rows(source, split)))
