@@ -32,9 +32,9 @@ from bench.common import write_result  # noqa: E402 (after the path insert)
 def load_pairs(data: str, rm, max_pairs: int | None) -> list[dict]:
     from reward.data import DataReport, collect_pairs
     from reward.data.pipeline import prompt_hash
-    from reward.recipe import parse_source
+    from reward.data.sources import DataSource
 
-    pairs, _ = collect_pairs([parse_source(0, {"path": data, "format": "hh-rlhf"})], DataReport(), eval_split_size=0.0)
+    pairs, _ = collect_pairs([DataSource.parse(0, {"path": data, "format": "hh-rlhf"})], DataReport(), eval_split_size=0.0)
     seen = rm.trained_prompt_hashes() or set()
     pairs = [p for p in pairs if prompt_hash(p) not in seen]
     return pairs[:max_pairs] if max_pairs else pairs

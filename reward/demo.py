@@ -8,22 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .modeling import ModelSource
 from .scorefile import iter_prompts
 from .scoring import RewardModel
 
 
-def load_policy(name_or_path: str, gguf_file: str | None, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """A causal LM (Hub id, folder or GGUF, through ``reward.modeling.load_pretrained``) and its tokenizer."""
+def load_policy(source: ModelSource) -> tuple[Any, Any]:
+    """A causal LM (Hub id, folder or GGUF) and its tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .modeling import load_pretrained, load_tokenizer, resolve_model_path
+    from .modeling import load_pretrained, load_tokenizer
 
-    _, gguf = resolve_model_path(name_or_path, gguf_file)
-    tok = load_tokenizer(name_or_path, gguf, trust_remote_code=trust_remote_code)
-    model = load_pretrained(AutoModelForCausalLM, name_or_path, gguf, trust_remote_code=trust_remote_code,
-                            dtype=torch.float32)
-    return model.eval(), tok
+    return load_pretrained(AutoModelForCausalLM, source, dtype=torch.float32).eval(), load_tokenizer(source)
 
 
 def generate(model: Any, tok: Any, prompt: str, n: int, max_new_tokens: int, seed: int) -> list[str]:
@@ -42,12 +39,10 @@ def generate(model: Any, tok: Any, prompt: str, n: int, max_new_tokens: int, see
     return [tok.decode(o[ids["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
 
 
-def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_tokens: int = 48,
-             out_dir: str = "demo_out", gguf_file: str | None = None, seed: int = 0,
-             trust_remote_code: bool = False) -> list[dict[str, Any]]:
-    """Best-of-n: ``n`` sampled answers per prompt, ranked by the reward model; writes
-    ``demo_results.json`` and ``demo_scores.png`` to ``out_dir`` and returns the results."""
-
+def run_demo(policy: ModelSource, reward: str, prompts_path: str, n: int = 4, max_new_tokens: int = 48,
+             out_dir: str = "demo_out", seed: int = 0) -> list[dict[str, Any]]:
+    """Best-of-n: ``n`` sampled answers per prompt, ranked by the reward model (which may run its own code
+    when the policy may); writes ``demo_results.json`` and ``demo_scores.png`` to ``out_dir``."""
     try:
         prompts = list(iter_prompts(prompts_path))
     except (OSError, KeyError, ValueError) as exc:
@@ -57,17 +52,11 @@ def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_to
         raise DataError(f"--prompts {prompts_path}: no prompts in the file.")
     if n < 1:
         raise DataError(f"-n {n}: need at least one answer per prompt.")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rm = RewardModel.from_pretrained(reward, trust_remote_code=trust_remote_code)
-    model, tok = load_policy(policy, gguf_file, trust_remote_code)
+    rm = RewardModel.from_pretrained(reward, trust_remote_code=policy.trust_remote_code)
+    model, tok = load_policy(policy)
     results = []
     for i, prompt in enumerate(prompts):
-        answers = generate(model, tok, prompt, n, max_new_tokens, seed + i)
-        ranked = rm.rank(prompt, answers)
+        ranked = rm.rank(prompt, generate(model, tok, prompt, n, max_new_tokens, seed + i))
         scores = [s for _, s in ranked]
         results.append({"prompt": prompt, "ranked": [{"response": r, "score": s} for r, s in ranked],
                         # what best-of-n buys over a random sample, in reward units
@@ -81,6 +70,19 @@ def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_to
     from .rundir import atomic_write_text
 
     atomic_write_text(out / "demo_results.json", json.dumps(results, indent=2, ensure_ascii=False))
+    _plot(results, n, out / "demo_scores.png")
+    gain = sum(r["best_minus_mean"] for r in results) / len(results)
+    print(f"\nbest-of-{n} reward minus the mean of the {n} samples, averaged over {len(results)} prompts: {gain:.3f}")
+    print(f"saved {out / 'demo_results.json'} and {out / 'demo_scores.png'}")
+    return results
+
+
+def _plot(results: list[dict[str, Any]], n: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(results) + 2))
     for row, res in enumerate(results):
         scores = [x["score"] for x in res["ranked"]]
@@ -92,9 +94,5 @@ def run_demo(policy: str, reward: str, prompts_path: str, n: int = 4, max_new_to
     ax.set_title(f"Rewards of {n} sampled answers per prompt")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "demo_scores.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    gain = sum(r["best_minus_mean"] for r in results) / len(results)
-    print(f"\nbest-of-{n} reward minus the mean of the {n} samples, averaged over {len(results)} prompts: {gain:.3f}")
-    print(f"saved {out / 'demo_results.json'} and {out / 'demo_scores.png'}")
-    return results

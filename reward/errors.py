@@ -3,7 +3,7 @@ any of them). Whatever a user can fix (a recipe, a file, a flag, a run that dive
 :class:`RewardkitError`, which the CLI prints as one ``error:`` line with exit status 2.
 
 Subclasses keep the built-in base they had (``ValueError``, ``RuntimeError``), so code that caught
-those still does."""
+those still does. :func:`user_error` is the one decision of what a user sees as a one-line error."""
 
 from __future__ import annotations
 
@@ -42,3 +42,14 @@ class DataError(RewardkitError, ValueError):
 
 class SaveError(RewardkitError, OSError):
     """Writing a run's files failed (disk full, quota, read-only or failing disk): the path and the reason."""
+
+
+def user_error(exc: BaseException) -> RewardkitError | None:
+    """``exc`` as the error a user gets in one line: a :class:`RewardkitError` as it is; an ``OSError``
+    (a disk that is full, read-only or failing, a file that went away) as its path and reason; None
+    for anything else, a bug whose traceback is the report."""
+    if isinstance(exc, RewardkitError):
+        return exc
+    if isinstance(exc, OSError):
+        return SaveError((f"{exc.filename}: " if exc.filename else "") + str(exc.strerror or exc))
+    return None

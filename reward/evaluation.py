@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import DataError
 from .rundir import METRICS, atomic_write_text, metrics_json
+from .scoring import Batching
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -76,7 +77,6 @@ def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
     c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
     n = len(c)
     if n == 0:
-
         raise DataError("no pairs to evaluate: every pair was dropped or left out (see the data report above).")
     m = c - r
     wins, ties = int((m > 0).sum()), int((m == 0).sum())
@@ -148,20 +148,43 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequence[float], rejected: Sequence[float],
-                 chosen_len: Sequence[int] | None = None, rejected_len: Sequence[int] | None = None,
+@dataclass
+class PairRewards:
+    """Each pair's rewards (chosen, rejected), and its responses' lengths in tokens when known."""
+
+    chosen: list[float]
+    rejected: list[float]
+    chosen_len: list[int] | None = None
+    rejected_len: list[int] | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        """:func:`compute_metrics` of these pairs."""
+        return compute_metrics(self.chosen, self.rejected, self.chosen_len, self.rejected_len)
+
+    @property
+    def has_lengths(self) -> bool:
+        return self.chosen_len is not None and self.rejected_len is not None
+
+
+def write_report(report_dir: str | Path, metrics: dict[str, Any], rewards: PairRewards,
                  title: str = "Reward model evaluation", max_length: int | None = None) -> list[Path]:
     """metrics.json, pair_rewards.jsonl (one line a pair, for your own analysis), report.md and three
     PNG plots (histogram, reliability diagram with per-bin intervals, reward vs length)."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(report_dir)
     out.mkdir(parents=True, exist_ok=True)
-    c, r = np.asarray(chosen, float), np.asarray(rejected, float)
-    files = []
+    c, r = np.asarray(rewards.chosen, float), np.asarray(rewards.rejected, float)
+    files = [_plot_histogram(out / "reward_histogram.png", c, r, metrics),
+             _plot_reliability(out / "reliability_diagram.png", len(c), metrics)]
+    if rewards.has_lengths:
+        files.append(_plot_lengths(out / "reward_vs_length.png", rewards, metrics, max_length))
+    return files + _write_tables(out, metrics, rewards, title)
+
+
+def _plot_histogram(path: Path, c: np.ndarray, r: np.ndarray, metrics: dict[str, Any]) -> Path:
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(min(c.min(), r.min()), max(c.max(), r.max()), 40)
@@ -171,7 +194,11 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequen
     ax.set_ylabel("pairs")
     ax.set_title(f"Rewards, chosen vs rejected (accuracy {metrics['accuracy']:.3f}, n={len(c)})")
     ax.legend()
-    files.append(_save(fig, out / "reward_histogram.png"))
+    return _save(fig, path)
+
+
+def _plot_reliability(path: Path, n: int, metrics: dict[str, Any]) -> Path:
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     table = metrics["calibration"]
@@ -189,55 +216,58 @@ def write_report(report_dir: str | Path, metrics: dict[str, Any], chosen: Sequen
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence: sigmoid(|margin|)")
     ax.set_ylabel("accuracy in bin")
-    ax.set_title(f"Reliability diagram (ECE {metrics['ece']:.3f}, n={len(c)})")
+    ax.set_title(f"Reliability diagram (ECE {metrics['ece']:.3f}, n={n})")
     ax.legend(loc="lower right")
-    files.append(_save(fig, out / "reliability_diagram.png"))
+    return _save(fig, path)
 
-    if chosen_len is not None and rejected_len is not None:
-        fig, ax = plt.subplots(figsize=(6.5, 4.6))
-        cl, rl = np.asarray(chosen_len, float), np.asarray(rejected_len, float)
-        ax.scatter(rl, r, s=6, alpha=0.35, color="tab:red", label="rejected")
-        ax.scatter(cl, c, s=6, alpha=0.35, color="tab:green", label="chosen")
-        lengths, rewards = np.concatenate([cl, rl]), np.concatenate([c, r])
-        edges = np.unique(np.quantile(lengths, np.linspace(0, 1, 11)))
-        if len(edges) > 2:  # mean reward per length decile: the trend the cloud hides
-            idx = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
-            centres = [lengths[idx == k].mean() for k in range(len(edges) - 1) if (idx == k).any()]
-            means = [rewards[idx == k].mean() for k in range(len(edges) - 1) if (idx == k).any()]
-            ax.plot(centres, means, "-o", color="black", ms=3, label="mean reward per length decile")
-        if max_length:
-            ax.axvline(max_length, ls=":", color="gray", label=f"max_length {max_length} (longer: first tokens scored)")
-        if lengths.min() >= 1 and lengths.max() > 5 * max(np.median(lengths), 1.0):
-            ax.set_xscale("log")  # skewed lengths (most answers short): a log axis spreads the crowd
-        lb = metrics["length_bias"] or {}
-        corr = lb.get("reward_length_corr")
-        corr_text = "n/a" if corr is None or not math.isfinite(corr) else f"{corr:.3f}"
-        ax.set_xlabel("response length (tokens)")
-        ax.set_ylabel("reward")
-        ax.set_title(f"Reward vs response length (corr {corr_text})")
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)  # below: the cloud fills the axes
-        files.append(_save(fig, out / "reward_vs_length.png"))
 
+def _plot_lengths(path: Path, rewards: PairRewards, metrics: dict[str, Any], max_length: int | None) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    c, r = np.asarray(rewards.chosen, float), np.asarray(rewards.rejected, float)
+    cl, rl = np.asarray(rewards.chosen_len, float), np.asarray(rewards.rejected_len, float)
+    ax.scatter(rl, r, s=6, alpha=0.35, color="tab:red", label="rejected")
+    ax.scatter(cl, c, s=6, alpha=0.35, color="tab:green", label="chosen")
+    lengths, values = np.concatenate([cl, rl]), np.concatenate([c, r])
+    edges = np.unique(np.quantile(lengths, np.linspace(0, 1, 11)))
+    if len(edges) > 2:  # mean reward per length decile: the trend the cloud hides
+        idx = np.clip(np.searchsorted(edges, lengths, side="right") - 1, 0, len(edges) - 2)
+        centres = [lengths[idx == k].mean() for k in range(len(edges) - 1) if (idx == k).any()]
+        means = [values[idx == k].mean() for k in range(len(edges) - 1) if (idx == k).any()]
+        ax.plot(centres, means, "-o", color="black", ms=3, label="mean reward per length decile")
+    if max_length:
+        ax.axvline(max_length, ls=":", color="gray", label=f"max_length {max_length} (longer: first tokens scored)")
+    if lengths.min() >= 1 and lengths.max() > 5 * max(np.median(lengths), 1.0):
+        ax.set_xscale("log")  # skewed lengths (most answers short): a log axis spreads the crowd
+    corr = (metrics["length_bias"] or {}).get("reward_length_corr")
+    corr_text = "n/a" if corr is None or not math.isfinite(corr) else f"{corr:.3f}"
+    ax.set_xlabel("response length (tokens)")
+    ax.set_ylabel("reward")
+    ax.set_title(f"Reward vs response length (corr {corr_text})")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)  # below: the cloud fills the axes
+    return _save(fig, path)
+
+
+def _write_tables(out: Path, metrics: dict[str, Any], rewards: PairRewards, title: str) -> list[Path]:
+    """metrics.json, pair_rewards.jsonl and report.md."""
     atomic_write_text(out / METRICS, metrics_json(metrics))
-    files.append(out / METRICS)
     rows = []
-    for i in range(len(c)):
-        row: dict[str, Any] = {"pair": i, "chosen": float(c[i]), "rejected": float(r[i])}
-        if chosen_len is not None and rejected_len is not None:
-            row.update(chosen_len=int(chosen_len[i]), rejected_len=int(rejected_len[i]))
+    for i, (c, r) in enumerate(zip(rewards.chosen, rewards.rejected)):
+        row: dict[str, Any] = {"pair": i, "chosen": float(c), "rejected": float(r)}
+        if rewards.has_lengths:
+            row.update(chosen_len=int(rewards.chosen_len[i]), rejected_len=int(rewards.rejected_len[i]))
         rows.append(json.dumps(row))
     atomic_write_text(out / "pair_rewards.jsonl", "\n".join(rows) + "\n")
-    files.append(out / "pair_rewards.jsonl")
     md = [f"# {title}", ""] + [f"- {line}" for line in summary_lines(metrics)] + [""]
     md += ["| confidence bin | pairs | accuracy | mean confidence |", "|---|---|---|---|"]
     md += [f"| {b['lo']:.2f}–{b['hi']:.2f} | {b['count']} | {b['accuracy']:.3f} | {b['confidence']:.3f} |"
            for b in metrics["calibration"]]
     md += ["", "![histogram](reward_histogram.png)", "![reliability](reliability_diagram.png)"]
-    if chosen_len is not None:
+    if rewards.has_lengths:
         md.append("![length](reward_vs_length.png)")
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    files.append(out / "report.md")
-    return files
+    atomic_write_text(out / "report.md", "\n".join(md) + "\n")
+    return [out / METRICS, out / "pair_rewards.jsonl", out / "report.md"]
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -251,34 +281,36 @@ def _save(fig: Any, path: Path) -> Path:
 
 @dataclass
 class FileEvaluation:
-    """What :func:`evaluate_file` found: metrics, each pair's rewards and response lengths, data counts."""
+    """What :func:`evaluate_file` found: metrics (with the data counts under ``data``), each pair's
+    rewards and response lengths."""
 
     metrics: dict[str, Any]
-    chosen: list[float]
-    rejected: list[float]
-    chosen_len: list[int]
-    rejected_len: list[int]
-    report: dict[str, Any]
-    """Rows read, kept and dropped (with reasons), whether training prompts were known, cuts."""
+    rewards: PairRewards
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Rows read, kept and dropped (with reasons), whether training prompts were known, cuts."""
+        return self.metrics["data"]
 
 
-def evaluate_file(rm: Any, path: str, fmt: str = "pairs", max_length: int | None = None, batch_size: int = 16,
-                  max_pairs: int | None = None, exclude_seen: bool = True, split: str = "train",
-                  progress: bool = True, pack_tokens: int | None = None) -> FileEvaluation:
+def evaluate_file(rm: Any, path: str, fmt: str = "pairs", split: str = "train", batching: Batching | None = None,
+                  max_length: int | None = None, max_pairs: int | None = None, exclude_seen: bool = True
+                  ) -> FileEvaluation:
     """Every pair of a preference file or Hub dataset (any adapter format) → metrics and per-pair
     rewards of ``rm`` (a :class:`reward.scoring.RewardModel`).
 
     With ``exclude_seen`` (the default), pairs whose prompt the model trained on are left out and
     counted as ``prompt_seen_in_training`` — an evaluation on training data looks better than it is.
     Each response is fitted to ``max_length`` as ``rm.score`` fits it (``rm.encode``), so a pair's
-    rewards are the ones ``score`` returns; ``pack_tokens`` (0: padded) is ``rm.score_sequence_groups``'.
+    rewards are the ones ``score`` returns.
     """
     from .data.pipeline import collect_pairs, prompt_hash
     from .data.report import DataReport
-    from .recipe import parse_source
+    from .data.sources import DataSource
 
+    batching = batching or Batching()
     report = DataReport()
-    pairs, _ = collect_pairs([parse_source(0, {"path": path, "format": fmt, "split": split})], report,
+    pairs, _ = collect_pairs([DataSource.parse(0, {"path": path, "format": fmt, "split": split})], report,
                              eval_split_size=0.0)
     seen = rm.trained_prompt_hashes() if exclude_seen else None
     if seen:
@@ -286,7 +318,6 @@ def evaluate_file(rm: Any, path: str, fmt: str = "pairs", max_length: int | None
         report.drop("prompt_seen_in_training", len(pairs) - len(kept))
         pairs = kept
     if not pairs:
-
         raise DataError(f"{path}: no pairs left to evaluate:\n{report.summary()}")
     if max_pairs is not None and len(pairs) > max_pairs:
         report.drop("max_pairs", len(pairs) - max_pairs)
@@ -294,11 +325,30 @@ def evaluate_file(rm: Any, path: str, fmt: str = "pairs", max_length: int | None
     report.kept_eval = len(pairs)
     report.check()
     encoded = rm.encode([p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs], max_length)
-    rewards = rm.score_sequence_groups(encoded.groups, batch_size=batch_size, pack_tokens=pack_tokens, progress=progress)
-    chosen, rejected = [r[0] for r in rewards], [r[1] for r in rewards]
-    clen, rlen = [n[0] for n in encoded.response_lengths], [n[1] for n in encoded.response_lengths]
+    got = rm.score_sequence_groups(encoded.groups, batch_size=batching.batch_size, pack_tokens=batching.pack_tokens,
+                                   progress=batching.progress)
+    rewards = PairRewards([g[0] for g in got], [g[1] for g in got], [n[0] for n in encoded.response_lengths],
+                          [n[1] for n in encoded.response_lengths])
     summary = report.to_dict()
-    return FileEvaluation(compute_metrics(chosen, rejected, clen, rlen), chosen, rejected, clen, rlen,
-                          {**{k: summary[k] for k in ("total", "kept", "dropped", "repaired")},
-                           "training_prompts_known": seen is not None if exclude_seen else None,
-                           "max_length": max_length or rm.max_length, "responses_cut_to_max_length": encoded.responses_cut})
+    metrics = rewards.metrics()
+    metrics["data"] = {**{k: summary[k] for k in ("total", "kept", "dropped", "repaired")},
+                       "training_prompts_known": seen is not None if exclude_seen else None,
+                       "max_length": max_length or rm.max_length, "responses_cut_to_max_length": encoded.responses_cut}
+    return FileEvaluation(metrics, rewards)
+
+
+def data_notes(data: dict[str, Any], model: str) -> list[str]:
+    """What a user should know about the pairs an evaluation used: those left out as seen in training,
+    responses cut to ``max_length``, a model that does not say what it trained on."""
+    notes = []
+    seen = data["dropped"].get("prompt_seen_in_training", 0)
+    if seen:
+        notes.append(f"left out {seen} of {data['total']} pairs whose prompt the model trained on "
+                     "(--include_seen keeps them)")
+    if data["responses_cut_to_max_length"]:
+        notes.append(f"{data['responses_cut_to_max_length']} responses are longer than max_length {data['max_length']} "
+                     "on their own and were scored on their first tokens and end of turn (--max_length raises the limit)")
+    if not seen and data["training_prompts_known"] is False:
+        notes.append(f"warning: {model} does not record its training prompts (no train_prompt_hashes.json): "
+                     "cannot check that these pairs are unseen")
+    return notes

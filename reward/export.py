@@ -14,6 +14,7 @@ import logging
 import shutil
 import statistics
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import yaml
 
 from .data.formatting import chat_format, consumer_tokenizer
 from .errors import ExportError
-from .modeling import keep_quality_head, parse_dtype
+from .modeling import fit_embeddings, keep_quality_head, parse_dtype
 from .rundir import (
     EXPORT_INFO,
     RESOLVED_RECIPE,
@@ -113,10 +114,10 @@ def verification_sequences(run: Path, tokenizer: Any, n: int) -> tuple[list[list
     if resolved.is_file():
         try:
             from .data.pipeline import DataSettings, prepare_data
-            from .recipe import parse_source
+            from .data.sources import DataSource
 
             r = yaml.safe_load(resolved.read_text())
-            sources = [parse_source(i, s) for i, s in enumerate(r["datasets"])]
+            sources = [DataSource.parse(i, s) for i, s in enumerate(r["datasets"])]
             data = prepare_data(sources, tokenizer, DataSettings.from_mapping(r))
             ds = data.eval if data.eval is not None else data.train
             ds = ds.select(range(min(n, len(ds))))
@@ -134,68 +135,99 @@ def _reward_stats(run: Path) -> dict[str, Any]:
     return {"reward_mean": mean, "reward_std": std, "metrics": metrics}
 
 
-def export_run(run: str | Path, output_dir: str | Path, push_to_hub: str | None = None, private: bool = False,
-               revision: str | None = None, dtype: str = "float32", verify_pairs: int = 32,
-               tolerance: float | None = None, share_train_prompt_hashes: bool = False,
-               trust_remote_code: bool = False, token: str | None = None) -> Path:
+@dataclass(frozen=True)
+class ExportOptions:
+    """How ``rewardkit export`` writes, verifies and publishes (defaults are the CLI's)."""
+
+    dtype: str = "float32"
+    verify_pairs: int = 32
+    """Held-out pairs whose rewards the export must reproduce."""
+    tolerance: float | None = None
+    """Largest |Δreward| accepted; None: :func:`default_tolerance` of the dtype."""
+    trust_remote_code: bool = False
+    push_to_hub: str | None = None
+    """``org/name`` to push the verified export to."""
+    private: bool = False
+    revision: str | None = None
+    share_train_prompt_hashes: bool = False
+    token: str | None = field(default=None, repr=False)
+    """A Hub token (kept in memory, never written)."""
+
+
+@dataclass
+class VerifiedExport:
+    """A merged model whose rewards matched the run's, ready to be written."""
+
+    model: Any
+    tokenizer: Any
+    stats: dict[str, Any]
+    verification: dict[str, Any]
+    info: dict[str, Any]
+
+
+def export_run(run: str | Path, output_dir: str | Path, options: ExportOptions | None = None) -> Path:
     """Merge (LoRA) or copy (full), verify, write model + tokenizer + card, then optionally push."""
+    options = options or ExportOptions()
+    run, out = Path(run), Path(output_dir)
+    check_output_dir(run, out)
+    done = _read_export_info(out)
+    source = {"run": str(run.resolve()), "stamp": _completion_stamp(run),
+              "options": {"dtype": options.dtype, "verify_pairs": options.verify_pairs, "tolerance": options.tolerance}}
+    if done and done.get("source") == source and source["stamp"] is not None:
+        # the same finished run (its completion stamp, so not a retrained one) with the same options
+        logger.info("%s already holds a complete, verified %s export of %s", out, options.dtype, run)
+        print(f"export already complete: {out}")
+    else:
+        verified = verify_export(run, options)
+        _write_export(out, run, verified, source)
+        v = verified.verification
+        print(f"exported {run} → {out} (verified: max |Δreward| {v['max_abs_diff']:.2e} on {v['sequences']} sequences "
+              f"of {v['on']}" + (f", {v['flipped_pairs']} of {v['pairs']} pairs flipped" if v["pairs"] else "") + ")")
+    if options.push_to_hub:
+        push_export(out, options.push_to_hub, private=options.private, revision=options.revision,
+                    share_train_prompt_hashes=options.share_train_prompt_hashes, token=options.token)
+    return out
+
+
+def verify_export(run: Path, options: ExportOptions) -> VerifiedExport:
+    """The run's model merged (LoRA) and cast to the export dtype, its rewards compared with the run's
+    on held-out pairs; an :class:`ExportError` when they differ beyond the tolerance."""
     import torch
 
     from .scoring import RewardModel
 
-    run, out = Path(run), Path(output_dir)
-    check_output_dir(run, out)
-    done = _read_export_info(out)
-    options = {"dtype": dtype, "verify_pairs": verify_pairs, "tolerance": tolerance}
-    source = {"run": str(run.resolve()), "stamp": _completion_stamp(run), "options": options}
-    if done and done.get("source") == source and source["stamp"] is not None:
-        # the same finished run (its completion stamp, so not a retrained one) with the same options
-        logger.info("%s already holds a complete, verified %s export of %s", out, dtype, run)
-        print(f"export already complete: {out}")
-    else:
-        if not run.is_dir():
-            raise ExportError(f"{run}: no such run directory")
-        if not is_run_complete(run):
-            logger.warning("%s has no run_complete.json: exporting what it holds", run)
-        weights = run
-        if not _has_weights(run):
-            weights = consolidate_deepspeed(run) or run
-            if not _has_weights(weights):
-                raise ExportError(f"{run}: no model weights, adapter or DeepSpeed checkpoint to export")
-        target_dtype = parse_dtype(dtype)
-
-        reference = RewardModel.from_pretrained(str(weights), device="cpu", dtype=torch.float32,
-                                                trust_remote_code=trust_remote_code)
-        seqs, what = verification_sequences(run, reference.tokenizer, verify_pairs)
-        ref_scores = reference.score_token_ids(seqs)
-        model = reference.model
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()  # LoRA deltas folded in; the trained head is a plain module again
-        if reference.info.get("length_debias") == "odin" and keep_quality_head(model):
-            logger.info("length_debias odin: exporting the quality head only (verified against the run below)")
-        model = model.to(target_dtype)
-        candidate = RewardModel(model, reference.tokenizer)
-        got = candidate.score_token_ids(seqs)
-        stats = _reward_stats(run)
-        spread = stats["reward_std"] or statistics.pstdev(ref_scores) or 1.0
-        tol = tolerance if tolerance is not None else default_tolerance(dtype, spread)
-        check = compare_rewards(ref_scores, got, what == HELD_OUT, tol)
-        worst = check["max_abs_diff"]
-        logger.info("verify: %d sequences (%s), max |Δreward| %.3g (tolerance %.3g, %s), %d pairs flipped",
-                    len(seqs), what, worst, tol, dtype, check["flipped_pairs"])
-        if not worst <= tol or check["flipped_pairs"]:
-            raise ExportError(f"exported model's rewards differ from the run's by up to {worst:.4g} (tolerance {tol:.3g}"
-                              f" = {tol / spread:.2g} reward std, {dtype}, {len(seqs)} {what}) and flip "
-                              f"{check['flipped_pairs']} of {check['pairs']} pairs; nothing was written.")
-        _write_export(out, run, weights, model, reference.tokenizer, stats,
-                      {"sequences": len(seqs), "on": what, **check, "tolerance": tol, "reward_std": spread,
-                       "dtype": dtype}, reference.info, source)
-        print(f"exported {run} → {out} (verified: max |Δreward| {worst:.2e} on {len(seqs)} sequences of {what}"
-              + (f", {check['flipped_pairs']} of {check['pairs']} pairs flipped" if check["pairs"] else "") + ")")
-    if push_to_hub:
-        push_export(out, push_to_hub, private=private, revision=revision,
-                    share_train_prompt_hashes=share_train_prompt_hashes, token=token)
-    return out
+    if not run.is_dir():
+        raise ExportError(f"{run}: no such run directory")
+    if not is_run_complete(run):
+        logger.warning("%s has no run_complete.json: exporting what it holds", run)
+    weights = run if _has_weights(run) else consolidate_deepspeed(run) or run
+    if not _has_weights(weights):
+        raise ExportError(f"{run}: no model weights, adapter or DeepSpeed checkpoint to export")
+    reference = RewardModel.from_pretrained(str(weights), device="cpu", dtype=torch.float32,
+                                            trust_remote_code=options.trust_remote_code)
+    seqs, what = verification_sequences(run, reference.tokenizer, options.verify_pairs)
+    ref_scores = reference.score_token_ids(seqs)
+    model = reference.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()  # LoRA deltas folded in; the trained head is a plain module again
+    if reference.info.get("length_debias") == "odin" and keep_quality_head(model):
+        logger.info("length_debias odin: exporting the quality head only (verified against the run below)")
+    model = model.to(parse_dtype(options.dtype))
+    got = RewardModel(model, reference.tokenizer).score_token_ids(seqs)
+    stats = _reward_stats(run)
+    spread = stats["reward_std"] or statistics.pstdev(ref_scores) or 1.0
+    tol = options.tolerance if options.tolerance is not None else default_tolerance(options.dtype, spread)
+    check = compare_rewards(ref_scores, got, what == HELD_OUT, tol)
+    worst = check["max_abs_diff"]
+    logger.info("verify: %d sequences (%s), max |Δreward| %.3g (tolerance %.3g, %s), %d pairs flipped",
+                len(seqs), what, worst, tol, options.dtype, check["flipped_pairs"])
+    if not worst <= tol or check["flipped_pairs"]:
+        raise ExportError(f"exported model's rewards differ from the run's by up to {worst:.4g} (tolerance {tol:.3g}"
+                          f" = {tol / spread:.2g} reward std, {options.dtype}, {len(seqs)} {what}) and flip "
+                          f"{check['flipped_pairs']} of {check['pairs']} pairs; nothing was written.")
+    verification = {"sequences": len(seqs), "on": what, **check, "tolerance": tol, "reward_std": spread,
+                    "dtype": options.dtype}
+    return VerifiedExport(model, reference.tokenizer, stats, verification, reference.info)
 
 
 def _read_export_info(folder: Path) -> dict[str, Any] | None:
@@ -230,13 +262,15 @@ def _completion_stamp(run: Path) -> dict[str, Any] | None:
         return None
 
 
-def _write_export(out: Path, run: Path, weights: Path, model: Any, tokenizer: Any, stats: dict[str, Any],
-                  verification: dict[str, Any], info: dict[str, Any], source: dict[str, Any]) -> None:
+def _write_export(out: Path, run: Path, verified: VerifiedExport, source: dict[str, Any]) -> None:
+    """The export into a private folder next to ``out``, then renamed into place."""
+    model, tokenizer, stats, info = verified.model, verified.tokenizer, verified.stats, verified.info
+    verification = verified.verification
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.partial-"))
     try:
         consumer = consumer_tokenizer(tokenizer)
-        model.config.pad_token_id = consumer.pad_token_id
+        fit_embeddings(model, consumer)  # the model's pad id is the consumer tokenizer's
         model.config.num_labels = 1
         # what the RL frameworks read from config.json: OpenRLHF's --normalize_reward takes mean/std;
         # vLLM's classify pooler applies no sigmoid to a "regression" head (the raw reward)
@@ -342,18 +376,20 @@ def check_plain_forms(folder: Path, tokenizer: Any) -> int:
 
 def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokenizer: Any) -> str:
     """A Hub model card: base, data, recipe, metrics, usage, license. Never a token."""
-    recipe_text = ""
+    lines = _card_training(run, info, metrics) + _card_evaluation(metrics.get("eval") or {}, info["verification"])
+    return "\n".join(lines + _card_usage(tokenizer)) + "\n"
+
+
+def _card_training(run: Path, info: dict[str, Any], metrics: dict[str, Any]) -> list[str]:
+    """Front matter, base model, data and the recipe's main keys."""
     resolved = run / RESOLVED_RECIPE
-    if resolved.is_file():
-        recipe = yaml.safe_load(resolved.read_text())
-        keep = ["model_name_or_path", "gguf_file", "datasets", "max_length", "truncation", "use_peft", "lora_r",
-                "lora_alpha", "lora_target_modules", "load_in_4bit", "freeze_trainable_layers", "learning_rate",
-                "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-                "lr_scheduler_type", "warmup_steps", "bf16", "fp16", "seed", "packing", "eval_split_size"]
-        recipe_text = yaml.safe_dump({k: recipe[k] for k in keep if k in recipe}, sort_keys=False)
-    listed = (yaml.safe_load(resolved.read_text()) or {}).get("datasets", []) if resolved.is_file() else []
-    datasets = [d["path"] if isinstance(d, dict) else d for d in listed]
-    ev = metrics.get("eval") or {}
+    recipe = (yaml.safe_load(resolved.read_text()) or {}) if resolved.is_file() else {}
+    keep = ["model_name_or_path", "gguf_file", "datasets", "max_length", "truncation", "use_peft", "lora_r",
+            "lora_alpha", "lora_target_modules", "load_in_4bit", "freeze_trainable_layers", "learning_rate",
+            "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+            "lr_scheduler_type", "warmup_steps", "bf16", "fp16", "seed", "packing", "eval_split_size"]
+    recipe_text = yaml.safe_dump({k: recipe[k] for k in keep if k in recipe}, sort_keys=False) if recipe else ""
+    datasets = [d["path"] if isinstance(d, dict) else d for d in recipe.get("datasets", [])]
     train = metrics.get("train") or {}
     base = info.get("base_model") or "unknown"
     # `base_model` metadata must be a Hub id; a local path or a pypi: package is named in the text only.
@@ -379,7 +415,12 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
     if train:
         loss = train.get("train_loss", float("nan"))
         lines.append(f"- Training: {train.get('train_runtime', 0):.0f} s, final train loss {loss:.4f}")
-    lines += ["", "### Recipe", "```yaml", recipe_text.rstrip(), "```", "", "## Evaluation (held-out pairs)"]
+    return lines + ["", "### Recipe", "```yaml", recipe_text.rstrip(), "```"]
+
+
+def _card_evaluation(ev: dict[str, Any], v: dict[str, Any]) -> list[str]:
+    """Held-out metrics and what the export's verification found."""
+    lines = ["", "## Evaluation (held-out pairs)"]
     if ev:
         lb = ev.get("length_bias") or {}
         lines += [
@@ -395,7 +436,6 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
             lines.append(f"| corr(reward, response length) | {lb['reward_length_corr']:.3f} |")
     else:
         lines.append("No held-out evaluation was run.")
-    v = info["verification"]
     lines += [
         "",
         f"Export verified: rewards equal the training run's within {v['tolerance']:.0e} "
@@ -403,6 +443,13 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
         + (f"; {v['flipped_pairs']} of {v['pairs']} pairs flipped" if v.get("pairs") else "") + ").",
         "",
         "Normalise rewards for RLHF with the mean and std above (also in `rewardkit.json`).",
+    ]
+    return lines
+
+
+def _card_usage(tokenizer: Any) -> list[str]:
+    """How to read a reward with plain transformers and with rewardkit, and the license."""
+    lines = [
         "",
         "## Usage with transformers",
         "```python",
@@ -443,7 +490,7 @@ def model_card(run: Path, info: dict[str, Any], metrics: dict[str, Any], tokeniz
         "## License",
         "Apache-2.0 for this model's code and weights deltas; the base model's and the datasets' licenses apply too.",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def push_export(folder: Path, repo_id: str, private: bool = False, revision: str | None = None,

@@ -76,6 +76,26 @@ def launch_env(config: dict[str, Any], cuda: bool) -> dict[str, str]:
     return env
 
 
+def relaunch(config_name: str, argv: list[str], num_processes: int | None = None) -> int:
+    """Run ``rewardkit ARGV`` again under ``accelerate launch`` with this config; its exit status.
+    The launched processes fix a ZeRO-3 config that would save empty weights
+    (:func:`ensure_zero3_saves_weights`)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    config = read_accelerate_config(config_name)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config["path"]]
+    if num_processes:
+        cmd += ["--num_processes", str(num_processes)]
+    if os.environ.get("MASTER_PORT"):  # several jobs on one node: each its own rendezvous port
+        cmd += ["--main_process_port", os.environ["MASTER_PORT"]]
+    cmd += ["-m", "reward.cli", *argv]
+    print("launching:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, env=launch_env(config, torch.cuda.is_available()))
+
+
 def ensure_zero3_saves_weights() -> None:
     """Inside a launched process: a ZeRO-3 run whose config lacks ``zero3_save_16bit_model`` would save
     empty tensors (each rank holds a shard). Turn it on before TrainingArguments reads it, and say so."""
@@ -88,5 +108,6 @@ def ensure_zero3_saves_weights() -> None:
     if os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE"):
         return  # a DeepSpeed JSON of the user's own decides (stage3_gather_16bit_weights_on_model_save)
     os.environ["ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL"] = "true"
-    logger.warning("accelerate config: ZeRO-3 without zero3_save_16bit_model would save empty weights; "
-                   "turned it on for this run (add `zero3_save_16bit_model: true` under deepspeed_config).")
+    if os.environ.get("RANK", "0") == "0":  # once per run, not once per process
+        logger.warning("accelerate config: ZeRO-3 without zero3_save_16bit_model would save empty weights; "
+                       "turned it on for this run (add `zero3_save_16bit_model: true` under deepspeed_config).")

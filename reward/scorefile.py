@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import DataError
 from .rundir import atomic_file
-from .scoring import Prompt, RewardModel
+from .scoring import Batching, Prompt, RewardModel, progress_bar
 
 
 def _scoring_items(row: Any, line_no: int, input_path: str) -> list[tuple[Prompt, str]]:
@@ -67,57 +67,50 @@ def read_scoring_rows(input_path: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batch_size: int = 16,
-                progress: bool = True, normalize: bool = False, top_k: int | None = None,
-                chunk_rows: int = 2048, rows: list[tuple[int, dict[str, Any]]] | None = None,
-                pack_tokens: int | None = None) -> int:
+def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batching: Batching | None = None,
+                normalize: bool = False, top_k: int | None = None, rows: list[tuple[int, dict[str, Any]]] | None = None,
+                chunk_rows: int = 2048) -> int:
     """Add ``score`` to rows with ``prompt``+``response``, or ``scores`` and ``ranking`` (indices, best
     first) to rows with ``prompt``+``responses``; ``top_k`` keeps only the best k responses of each
     row (best-of-n filtering), in rank order. Rows are scored ``chunk_rows`` at a time and streamed
     to a temporary file that is renamed into place once complete: memory stays bounded and a crash
     never leaves a partial file under the output name. ``rows``: :func:`read_scoring_rows` output,
-    when the caller checked the file before loading the model. ``pack_tokens``: a row's prompt is
-    computed once for all its responses (:meth:`RewardModel.score_sequence_groups`)."""
-
+    when the caller checked the file before loading the model. A row's prompt is computed once for
+    all its responses when ``batching`` packs (:meth:`RewardModel.score_sequence_groups`)."""
+    batching = batching or Batching()
     if top_k is not None and top_k < 1:
-
         raise DataError(f"top_k must be at least 1 (got {top_k}).")
     rows = read_scoring_rows(input_path) if rows is None else rows
     norm = rm.normalizer(normalize)
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(rows), desc="scoring", unit="row")
-    try:
-        with atomic_file(out) as fh:
-            for start in range(0, len(rows), chunk_rows):
-                chunk = rows[start:start + chunk_rows]
-                items = [_scoring_items(row, n, input_path) for n, row in chunk]
-                # one group per row: a row's n responses share its prompt
-                groups = rm.encode([its[0][0] for its in items], [[r for _, r in its] for its in items]).groups
-                scores = rm.score_sequence_groups(groups, batch_size=batch_size, pack_tokens=pack_tokens)
-                for (_, row), got in zip(chunk, scores):
-                    got = [norm(x) for x in got]
-                    if "responses" in row and isinstance(row["responses"], list):
-                        ranking = sorted(range(len(got)), key=lambda k: got[k], reverse=True)
-                        if top_k is not None:
-                            row["responses"] = [row["responses"][k] for k in ranking[:top_k]]
-                            row["scores"] = [got[k] for k in ranking[:top_k]]
-                            row["ranking"] = list(range(len(row["scores"])))
-                        else:
-                            row["scores"], row["ranking"] = got, ranking
-                    else:
-                        row["score"] = got[0]
-                    fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-                if bar is not None:
-                    bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
+    with progress_bar(batching.progress, len(rows), "scoring", "row") as bar, atomic_file(out) as fh:
+        for start in range(0, len(rows), chunk_rows):
+            chunk = rows[start:start + chunk_rows]
+            items = [_scoring_items(row, n, input_path) for n, row in chunk]
+            # one group per row: a row's n responses share its prompt
+            groups = rm.encode([its[0][0] for its in items], [[r for _, r in its] for its in items]).groups
+            scores = rm.score_sequence_groups(groups, batch_size=batching.batch_size, pack_tokens=batching.pack_tokens)
+            for (_, row), got in zip(chunk, scores):
+                _add_scores(row, [norm(x) for x in got], top_k)
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            bar.update(len(chunk))
     return len(rows)
+
+
+def _add_scores(row: dict[str, Any], got: list[float], top_k: int | None) -> None:
+    """``score`` for a one-response row; ``scores`` and ``ranking`` (best first) for a ``responses`` row,
+    cut to its ``top_k`` best in rank order when asked."""
+    if not ("responses" in row and isinstance(row["responses"], list)):
+        row["score"] = got[0]
+        return
+    ranking = sorted(range(len(got)), key=lambda k: got[k], reverse=True)
+    if top_k is None:
+        row["scores"], row["ranking"] = got, ranking
+        return
+    row["responses"] = [row["responses"][k] for k in ranking[:top_k]]
+    row["scores"] = [got[k] for k in ranking[:top_k]]
+    row["ranking"] = list(range(len(row["scores"])))
 
 
 def iter_prompts(path: str) -> Iterable[str]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -46,6 +48,34 @@ def ungroup(index: Sequence[Sequence[int]], grouped: Sequence[Sequence[Any]], n:
         for i, v in zip(idx, values):
             out[i] = v
     return out
+
+
+DEFAULT_PACK_TOKENS = {"cpu": 512, "gpu": 4096}
+"""Tokens per packed scoring row. On CPU rows attend per segment (``packing.segment_attention``) and the
+row length hardly matters (quickstart model, fp32, 1,020 shared pairs, 2 cores: 306 s at 512, 300 s
+at 2048); 512 keeps a row's memory small. On a GPU varlen or FlexAttention take long rows."""
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How ``eval``, ``score`` and the suites batch what they score: packed rows of ``pack_tokens``
+    tokens (None: :data:`DEFAULT_PACK_TOKENS`; 0: padded batches of ``batch_size`` sequences)."""
+
+    batch_size: int = 16
+    pack_tokens: int | None = None
+    progress: bool = False
+
+
+@contextmanager
+def progress_bar(enabled: bool, total: int, desc: str, unit: str) -> Iterator[Any]:
+    """A ``tqdm`` bar when ``enabled``, else one that does nothing; closed on the way out."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit=unit, disable=not enabled)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 class RewardModel:
@@ -185,15 +215,9 @@ class RewardModel:
         an unusual architecture) is scored padded from then on, with a warning. Otherwise sequences are
         scored padded, ``batch_size`` at a time.
 
-        ``pack_tokens=None``: 512 on CPU, chosen when CPU rows ran SDPA with a dense T×T mask, where
-        long rows lost (eval with SmolLM2-135M on 2 cores, 300 HH-RLHF pairs: 143 s at 512 against
-        152–170 s padded, 150 s at 256, 175 s at 1024; 120 pairs: 1.44× at 512, 0.94× at 2048); CPU
-        rows now attend per segment (``packing.segment_attention``), and the row length stopped
-        mattering (quickstart model, fp32, 1,020 shared pairs: 306 s at 512, 300 s at 2048, 300 s with
-        the dense mask at 512). 4096 on a GPU, where varlen or FlexAttention take long rows (not
-        measured yet)."""
+        ``pack_tokens=None``: 512 on CPU, 4096 on a GPU (:data:`DEFAULT_PACK_TOKENS`)."""
         if pack_tokens is None:
-            pack_tokens = 512 if self.device.type == "cpu" else 4096
+            pack_tokens = DEFAULT_PACK_TOKENS["cpu" if self.device.type == "cpu" else "gpu"]
         if pack_tokens <= 0 or not groups or self._packing_ok is False or not self.packable():
             return self._score_groups_padded(groups, batch_size, progress)
         import torch
@@ -206,13 +230,8 @@ class RewardModel:
                     key=lambda n: max(len(part.prefix) + len(s) for part in rows[n] for s in part.suffixes))
         out: list[list[float]] = [[0.0] * len(g) for g in groups]
         capture = ScoreCapture.for_model(self.model)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(rows), desc="scoring (prompt-shared)", unit="row")
         try:
-            with self._inference():
+            with self._inference(), progress_bar(progress, len(rows), "scoring (prompt-shared)", "row") as bar:
                 for n, row in enumerate(rows):
                     batch = pack_groups([(part.prefix, part.suffixes) for part in row], self.tokenizer.pad_token_id)
                     logits = packed_token_rewards(self.model, capture, {k: v.to(self.device) if torch.is_tensor(v) else v
@@ -222,16 +241,11 @@ class RewardModel:
                         for j in range(len(part.suffixes)):
                             out[part.group][part.first + j] = next(got)
                     if n == check and not self._packed_matches_padded(groups, row, out):
-                        if bar is not None:
-                            bar.close()
-                            bar = None
+                        bar.close()
                         return self._score_groups_padded(groups, batch_size, progress)
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
         finally:
             capture.remove()
-            if bar is not None:
-                bar.close()
         return out
 
     def _score_groups_padded(self, groups: Sequence[Sequence[Sequence[int]]], batch_size: int,

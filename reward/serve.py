@@ -215,31 +215,70 @@ class ClassifyRequest(BaseModel):
     activation: bool | None = None
 
 
+class Scorer:
+    """What the endpoints share: the model, the limits and the batcher (started with the app)."""
+
+    def __init__(self, rm: RewardModel, settings: ServeSettings, metrics: Metrics):
+        self.rm, self.settings, self.metrics = rm, settings, metrics
+        self.batcher: Batcher | None = None
+
+    def check_count(self, n: int, what: str) -> None:
+        if n > self.settings.max_responses:
+            raise HTTPException(413, f"{n} {what} in one request; the limit is {self.settings.max_responses}")
+
+    async def score(self, encoded: Encoded) -> list[list[float]]:
+        try:
+            return await self.batcher.score(encoded)
+        except Exception as exc:  # noqa: BLE001 - reported as one line, the server stays up
+            raise HTTPException(500, f"scoring failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+
+    async def score_texts(self, texts: list[str], prompts: list[str] | None) -> tuple[list[float], list[bool]]:
+        """Clients' full texts (and prompts) → (a reward each, whether each was cut), in input order."""
+        if not texts:
+            return [], []
+        index, encoded = await asyncio.to_thread(self.rm.encode_texts, texts, prompts)
+        got = await self.score(encoded)
+        return ungroup(index, got, len(texts)), ungroup(index, encoded.truncated, len(texts))
+
+
 def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: str | None = None) -> Any:
     """The FastAPI application around a loaded model."""
     from contextlib import asynccontextmanager
 
-    settings = settings or ServeSettings()
-    metrics = Metrics()
-    state: dict[str, Batcher] = {}
+    scorer = Scorer(rm, settings or ServeSettings(), Metrics())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
-        state["batcher"] = Batcher(rm, settings, metrics)
-        state["batcher"].start()
+        scorer.batcher = Batcher(rm, scorer.settings, scorer.metrics)
+        scorer.batcher.start()
         yield
-        await state["batcher"].stop()
+        await scorer.batcher.stop()
 
     app = FastAPI(title="rewardkit reward server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    _observe(app, scorer.metrics)
+    auth = [Depends(_authorizer(api_key))]
+    _add_info_routes(app, scorer, auth)
+    _add_scoring_routes(app, scorer, auth)
+    app.add_middleware(BodyLimit, limit=scorer.settings.max_body_bytes)
+    return app
+
+
+def _authorizer(api_key: str | None) -> Any:
+    """A FastAPI dependency: ``Authorization: Bearer <key>`` when the server has a key."""
 
     def authorize(request: Request) -> None:
         if api_key is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
             raise HTTPException(401, "missing or wrong API key (Authorization: Bearer <key>)",
                                 headers={"WWW-Authenticate": "Bearer"})
+
+    return authorize
+
+
+def _observe(app: FastAPI, metrics: Metrics) -> None:
+    """Request counts and latencies per endpoint; validation errors as 400 (bad JSON) or 422 (bad fields)."""
 
     @app.middleware("http")
     async def request_metrics(request: Request, call_next):  # noqa: ANN001, ANN202 - Starlette's signature
@@ -260,47 +299,51 @@ def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: 
                   for e in errors]
         return JSONResponse({"detail": detail}, status_code=422)
 
-    def check_count(n: int, what: str) -> None:
-        if n > settings.max_responses:
-            raise HTTPException(413, f"{n} {what} in one request; the limit is {settings.max_responses}")
+
+def _add_info_routes(app: FastAPI, scorer: Scorer, auth: list[Any]) -> None:
+    rm = scorer.rm
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": rm.source, "max_length": rm.max_length, "device": str(rm.device)}
 
-    @app.get("/metrics", dependencies=[Depends(authorize)])
+    @app.get("/metrics", dependencies=auth)
     async def prometheus() -> PlainTextResponse:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(generate_latest(scorer.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/score", dependencies=[Depends(authorize)])
+
+def _add_scoring_routes(app: FastAPI, scorer: Scorer, auth: list[Any]) -> None:
+    rm = scorer.rm
+
+    @app.post("/v1/score", dependencies=auth)
     async def score(req: ScoreRequest) -> dict[str, Any]:
-        check_count(len(req.responses), "responses")
+        scorer.check_count(len(req.responses), "responses")
         try:
             norm = rm.normalizer(req.normalize)
         except ScoringError as exc:
             raise HTTPException(400, str(exc)) from None
         prompt = req.prompt if isinstance(req.prompt, str) else [m.model_dump() for m in req.prompt]
         encoded = await asyncio.to_thread(rm.encode, [prompt], [req.responses])
-        scores = await _score(encoded)
+        scores = await scorer.score(encoded)
         return {"scores": [norm(x) for x in scores[0]], "truncated": encoded.truncated[0]}
 
-    @app.post("/get_reward", dependencies=[Depends(authorize)])
+    @app.post("/get_reward", dependencies=auth)
     async def get_reward(req: RewardRequest) -> dict[str, Any]:
-        check_count(len(req.query), "queries")
+        scorer.check_count(len(req.query), "queries")
         if req.prompts is not None and len(req.prompts) != len(req.query):
             raise HTTPException(422, f"prompts has {len(req.prompts)} items, query {len(req.query)}: one prompt a query")
-        rewards, truncated = await _score_texts(req.query, req.prompts)
+        rewards, truncated = await scorer.score_texts(req.query, req.prompts)
         # extra_logs: OpenRLHF logs each key (a value per query, as its own serve_rm.py sends them)
         return {"rewards": rewards, "scores": rewards, "extra_logs": {"truncated": [float(t) for t in truncated]},
                 "truncated": truncated}
 
-    @app.post("/classify", dependencies=[Depends(authorize)])
+    @app.post("/classify", dependencies=auth)
     async def classify(req: ClassifyRequest) -> dict[str, Any]:
         texts = [req.input] if isinstance(req.input, str) else req.input
-        check_count(len(texts), "inputs")
-        rewards, _ = await _score_texts(texts, None)
+        scorer.check_count(len(texts), "inputs")
+        rewards, _ = await scorer.score_texts(texts, None)
         activation = next((v for v in (req.use_activation, req.activation) if v is not None), True)
         # vLLM applies the config's activation unless told not to: none for problem_type "regression" (exports)
         if activation and getattr(rm.model.config, "problem_type", None) != "regression":
@@ -310,22 +353,6 @@ def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: 
                 "model": req.model or rm.source,
                 "data": [{"index": i, "label": "LABEL_0", "probs": [r], "num_classes": 1} for i, r in enumerate(rewards)],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0}}
-
-    async def _score_texts(texts: list[str], prompts: list[str] | None) -> tuple[list[float], list[bool]]:
-        if not texts:
-            return [], []
-        index, encoded = await asyncio.to_thread(rm.encode_texts, texts, prompts)
-        got = await _score(encoded)
-        return ungroup(index, got, len(texts)), ungroup(index, encoded.truncated, len(texts))
-
-    async def _score(encoded: Encoded) -> list[list[float]]:
-        try:
-            return await state["batcher"].score(encoded)
-        except Exception as exc:  # noqa: BLE001 - reported as one line, the server stays up
-            raise HTTPException(500, f"scoring failed: {type(exc).__name__}: {str(exc)[:300]}") from None
-
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    return app
 
 
 class BodyLimit:
@@ -362,19 +389,15 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def serve(model: str, host: str = "127.0.0.1", port: int = 8000, device: str | None = None,
-          dtype: str | None = None, trust_remote_code: bool = False, settings: ServeSettings | None = None,
-          max_length: int | None = None) -> int:
-    """Load the model once and serve until SIGTERM / Ctrl-C (requests in flight finish first)."""
+def serve(rm: RewardModel, settings: ServeSettings | None = None, host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Serve a loaded model until SIGTERM / Ctrl-C (requests in flight finish first)."""
     import uvicorn
 
-    rm = RewardModel.from_pretrained(model, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                     max_length=max_length)
     api_key = os.environ.get(API_KEY_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logger.warning("serving on %s without %s: anyone who reaches this port can use the model", host, API_KEY_ENV)
     app = create_app(rm, settings, api_key)
-    print(f"serving {model} on http://{host}:{port} (auth: {'on' if api_key else 'off'})", flush=True)
+    print(f"serving {rm.source or 'the model'} on http://{host}:{port} (auth: {'on' if api_key else 'off'})", flush=True)
     # uvicorn handles SIGTERM / Ctrl-C itself (stop accepting, finish the requests in flight), then
     # raises the signal again for the handler it found: a no-op one makes a requested stop exit 0.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DataError
+from .scoring import Batching
 
 SUITE_FORMATS = ("rewardbench", "rewardbench2", "rm-bench")
 HUB_SUITES = {"allenai/reward-bench": ("rewardbench", "filtered"), "allenai/reward-bench-2": ("rewardbench2", "test"),
@@ -130,8 +131,8 @@ def read_suite(suite: str, fmt: str | None = None, split: str | None = None) -> 
     return SuiteRows(suite, fmt, items)
 
 
-def score_suite(rm: Any, suite: SuiteRows, batch_size: int = 16, pack_tokens: int | None = None,
-                progress: bool = False, max_length: int | None = None) -> list[tuple[list[float], list[float]]]:
+def score_suite(rm: Any, suite: SuiteRows, batching: Batching | None = None,
+                max_length: int | None = None) -> list[tuple[list[float], list[float]]]:
     """(chosen rewards, rejected rewards) of every row: each distinct response to a prompt scored once,
     all of a prompt's responses in one prompt-shared group (what ``rewardkit score`` gives each)."""
     by_prompt: dict[str, dict[str, int]] = {}
@@ -142,7 +143,9 @@ def score_suite(rm: Any, suite: SuiteRows, batch_size: int = 16, pack_tokens: in
     prompts = list(by_prompt)
     responses = [list(by_prompt[p]) for p in prompts]
     encoded = rm.encode(prompts, responses, max_length)
-    scores = rm.score_sequence_groups(encoded.groups, batch_size=batch_size, pack_tokens=pack_tokens, progress=progress)
+    b = batching or Batching()
+    scores = rm.score_sequence_groups(encoded.groups, batch_size=b.batch_size, pack_tokens=b.pack_tokens,
+                                      progress=b.progress)
     table = {p: s for p, s in zip(prompts, scores)}
     out = []
     for prompt, chosen, rejected, _ in suite.items:

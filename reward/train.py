@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 from transformers import TrainerCallback
 
-from .errors import DataError
-from .evaluation import write_report
+from .errors import DataError, RecipeError
+from .evaluation import PairRewards, write_report
 from .recipe import Recipe
 from .rundir import (
     DATA_REPORT,
@@ -70,7 +70,7 @@ def _resume_target(value: Any, output_dir: str) -> str | None:
             logger.info("resume_from_checkpoint: no complete checkpoint in %s yet, starting fresh", output_dir)
         return str(found) if found else None
     if not Path(value).is_dir() or not (Path(value) / "trainer_state.json").is_file():
-        raise FileNotFoundError(f"resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)")
+        raise RecipeError(f"resume_from_checkpoint: {value} is not a complete checkpoint (no trainer_state.json)")
     return str(value)
 
 
@@ -127,14 +127,15 @@ class RunWriter:
         if self.is_main:
             set_default_modes(self.dir)
 
-    def evaluation(self, evaluation: dict[str, Any], rewards: dict[str, list[Any]], max_length: int | None) -> None:
+    def evaluation(self, evaluation: dict[str, Any], rewards: PairRewards, ids: dict[str, list[list[int]]],
+                   max_length: int | None) -> None:
         """The held-out report, and the first 64 pairs' token ids and rewards (:data:`EVAL_REWARDS`)."""
         if not self.is_main:
             return
-        write_report(self.dir / EVAL_REPORT, evaluation, rewards["chosen"], rewards["rejected"], rewards["chosen_len"],
-                     rewards["rejected_len"], title=f"Held-out evaluation of {self.dir.name}", max_length=max_length)
-        keys = ("chosen_ids", "rejected_ids", "chosen", "rejected")
-        write_json(self.dir / EVAL_REWARDS, {k: rewards[k][:64] for k in keys})
+        write_report(self.dir / EVAL_REPORT, evaluation, rewards, title=f"Held-out evaluation of {self.dir.name}",
+                     max_length=max_length)
+        write_json(self.dir / EVAL_REWARDS, {"chosen_ids": ids["chosen_ids"][:64], "rejected_ids": ids["rejected_ids"][:64],
+                                             "chosen": rewards.chosen[:64], "rejected": rewards.rejected[:64]})
 
     def finish(self, metrics: dict[str, Any], global_step: int) -> None:
         """Metrics, then the completion stamp, last."""
@@ -174,75 +175,95 @@ class TrainingRun:
 def setup(recipe: Recipe) -> TrainingRun:
     """Load data and model, settle the arguments, and write the run's metadata (main process)."""
     from accelerate import PartialState
-    from transformers import set_seed
 
-    from .data import DataSettings, prepare_data
     from .data.formatting import chat_format
-    from .modeling import build_peft_config, freeze_lower_layers, load_reward_model, load_tokenizer, preflight_lora_targets
+    from .modeling import build_peft_config, preflight_lora_targets
 
-    args, margs, dargs = recipe.training, recipe.model, recipe.data
-    preflight_lora_targets(margs, dargs.gguf_file, args.trust_remote_code)  # before anything is loaded or written
+    args, margs = recipe.training, recipe.model
+    source = recipe.model_source()
+    preflight_lora_targets(margs, source)  # before anything is loaded or written
     state = PartialState()
     writer = RunWriter(args.output_dir, state.is_main_process)
     writer.dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(writer.dir, state.is_main_process)
     started = time.time()
 
-    tokenizer = load_tokenizer(margs.model_name_or_path, dargs.gguf_file, margs.model_revision, args.trust_remote_code)
-    data = prepare_data(recipe.sources, tokenizer, DataSettings.from_recipe(recipe))
+    tokenizer, data = load_data(recipe, source)
     writer.data_report(data)  # as soon as it is known, also when it leaves nothing to train on
     if state.is_main_process:
         logger.info("data:\n%s", data.report.summary())
     if data.train is None:
         raise DataError(f"no training pairs left after preparation; see {writer.dir / DATA_REPORT}.")
-
-    # The score head is new (an LM checkpoint has none) and drawn at load time, before the Trainer
-    # seeds anything: seed here, or the same recipe trains a different model each run.
-    set_seed(args.seed)
-    model = load_reward_model(margs, tokenizer, dargs.gguf_file, args.trust_remote_code,
-                              num_labels=2 if dargs.length_debias == "odin" else 1)
-    if dargs.packing:
-        from .packing import set_packed_attention
-
-        impl = set_packed_attention(model, dargs.packed_attention, state.device,
-                                    half=bool(args.bf16 or args.fp16 or margs.load_in_4bit))
-        logger.info("packed forward: %s attention", impl)
-    if dargs.freeze_trainable_layers is not None:
-        n = freeze_lower_layers(model, dargs.freeze_trainable_layers)
-        logger.info("freeze_trainable_layers=%d: %.1fM trainable parameters", dargs.freeze_trainable_layers, n / 1e6)
-
-    push = {"repo_id": args.hub_model_id, "private": args.hub_private_repo, "token": args.hub_token} \
-        if args.push_to_hub else None
-    args.push_to_hub = False  # rewardkit pushes a verified export at the end, not raw checkpoints
-    # The Trainer pickles its arguments into every save (training_args.bin): a token must not ride along.
-    args.hub_token = None
+    model = _load_model(recipe, source, tokenizer, state.device)
+    push = _hold_hub_push(args)
     if args.eval_strategy != "no" and data.eval is None:
         logger.warning("eval_strategy %s but no eval pairs: evaluation during training is off", args.eval_strategy)
         args.eval_strategy = "no"
     resume = _resume_target(args.resume_from_checkpoint, args.output_dir)
     writer.start(recipe, data, {
-        "model_name_or_path": margs.model_name_or_path, "gguf_file": dargs.gguf_file,
-        "model_revision": margs.model_revision, "use_peft": bool(margs.use_peft),
-        "quantized_base": bool(margs.load_in_4bit or margs.load_in_8bit),
+        "model_name_or_path": margs.model_name_or_path, "gguf_file": source.gguf_file,
+        "model_revision": margs.model_revision, "use_peft": bool(margs.use_peft), "quantized_base": margs.quantized,
         "trust_remote_code": bool(args.trust_remote_code), "max_length": args.max_length,
-        "truncation": dargs.truncation, "recipe": recipe.path, "datasets": [s.path for s in recipe.sources],
-        "length_debias": dargs.length_debias, "reward_read_at": chat_format(tokenizer).turn_end,
+        "truncation": recipe.data.truncation, "recipe": recipe.path, "datasets": [s.path for s in recipe.sources],
+        "length_debias": args.length_debias, "reward_read_at": chat_format(tokenizer).turn_end,
     })
     return TrainingRun(recipe, state, writer, tokenizer, data, model,
                        build_peft_config(margs) if margs.use_peft else None, resume, push, started)
+
+
+def load_data(recipe: Recipe, source: Any) -> tuple[Any, Any]:
+    """(tokenizer, prepared data) of a recipe whose model is ``source``: what ``train`` and ``data inspect`` read."""
+    from .data import DataSettings, prepare_data
+    from .modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(source)
+    return tokenizer, prepare_data(recipe.sources, tokenizer, DataSettings.from_recipe(recipe))
+
+
+def _load_model(recipe: Recipe, source: Any, tokenizer: Any, device: Any) -> Any:
+    """The reward model to train: its head drawn under the run's seed, the packed attention set, the
+    lower layers frozen when the recipe asks."""
+    from transformers import set_seed
+
+    from .modeling import freeze_lower_layers, head_outputs, load_reward_model
+
+    args, margs = recipe.training, recipe.model
+    # The score head is new (an LM checkpoint has none) and drawn at load time, before the Trainer
+    # seeds anything: seed here, or the same recipe trains a different model each run.
+    set_seed(args.seed)
+    model = load_reward_model(margs, source, tokenizer, num_labels=head_outputs(args.length_debias))
+    if args.packing:
+        from .packing import set_packed_attention
+
+        half = bool(args.bf16 or args.fp16 or margs.load_in_4bit)
+        impl = set_packed_attention(model, args.packed_attention, device, half=half)
+        logger.info("packed forward: %s attention", impl)
+    if margs.freeze_trainable_layers is not None:
+        n = freeze_lower_layers(model, margs.freeze_trainable_layers)
+        logger.info("freeze_trainable_layers=%d: %.1fM trainable parameters", margs.freeze_trainable_layers, n / 1e6)
+    return model
+
+
+def _hold_hub_push(args: Any) -> dict[str, Any] | None:
+    """The Hub push the recipe asks for, taken out of the Trainer's hands: rewardkit pushes a verified
+    export at the end, not raw checkpoints, and the Trainer pickles its arguments into every save
+    (training_args.bin), so the token must not ride along."""
+    push = {"repo_id": args.hub_model_id, "private": args.hub_private_repo, "token": args.hub_token} \
+        if args.push_to_hub else None
+    args.push_to_hub = False
+    args.hub_token = None
+    return push
 
 
 def train(run: TrainingRun) -> tuple[Any, Any]:
     """(trainer, train result): ``RewardkitTrainer`` trains and saves the model into the run directory."""
     from .trainer import RewardkitTrainer
 
-    args, dargs = run.recipe.training, run.recipe.data
+    args = run.recipe.training
     delay = os.environ.get("REWARDKIT_STEP_DELAY")
     trainer = RewardkitTrainer(
         model=run.model, args=args, train_dataset=run.data.train, eval_dataset=run.data.eval,
-        processing_class=run.tokenizer, peft_config=run.peft_config, packing=dargs.packing,
-        max_tokens_per_batch=dargs.max_tokens_per_batch, length_debias=dargs.length_debias,
-        length_debias_coef=dargs.length_debias_coef,
+        processing_class=run.tokenizer, peft_config=run.peft_config,
         callbacks=[_JsonlLogCallback(run.writer.dir / TRAIN_LOG_JSONL)]
         + ([_StepDelayCallback(float(delay))] if delay else []),
     )
@@ -256,19 +277,17 @@ def train(run: TrainingRun) -> tuple[Any, Any]:
 def final_evaluation(run: TrainingRun, trainer: Any) -> dict[str, Any] | None:
     """Rewards of the held-out pairs (up to ``eval_max_pairs``) on every rank; metrics and report
     written by the main process. None without eval pairs."""
-    from .evaluation import compute_metrics
-
     if run.data.eval is None:
         return None
-    cap = run.recipe.data.eval_max_pairs
+    cap = run.recipe.training.eval_max_pairs
     subset = run.data.eval.select(range(min(len(run.data.eval), cap) if cap else len(run.data.eval)))
-    rewards = trainer.predict(subset).predictions  # every rank takes part in the forward
-    out = {"chosen": rewards[:, 0].tolist(), "rejected": rewards[:, 1].tolist(),
-           "chosen_ids": [list(x) for x in subset["chosen_ids"]], "rejected_ids": [list(x) for x in subset["rejected_ids"]]}
-    out["chosen_len"] = [len(c) - p for c, p in zip(out["chosen_ids"], subset["prompt_len"])]
-    out["rejected_len"] = [len(r) - p for r, p in zip(out["rejected_ids"], subset["prompt_len"])]
-    evaluation = compute_metrics(out["chosen"], out["rejected"], out["chosen_len"], out["rejected_len"])
-    run.writer.evaluation(evaluation, out, run.recipe.training.max_length)
+    got = trainer.predict(subset).predictions  # every rank takes part in the forward
+    ids = {k: [list(x) for x in subset[k]] for k in ("chosen_ids", "rejected_ids")}
+    prompt = list(subset["prompt_len"])
+    rewards = PairRewards(got[:, 0].tolist(), got[:, 1].tolist(), [len(c) - p for c, p in zip(ids["chosen_ids"], prompt)],
+                          [len(r) - p for r, p in zip(ids["rejected_ids"], prompt)])
+    evaluation = rewards.metrics()
+    run.writer.evaluation(evaluation, rewards, ids, run.recipe.training.max_length)
     return evaluation
 
 
@@ -294,10 +313,10 @@ def finish(run: TrainingRun, trainer: Any, result: Any, evaluation: dict[str, An
               f"(report: {run.writer.dir / EVAL_REPORT})", flush=True)
     run.state.wait_for_everyone()
     if run.push and run.state.is_main_process:
-        from .export import export_run
+        from .export import ExportOptions, export_run
 
-        export_run(run.writer.dir, run.writer.dir / "export", push_to_hub=run.push["repo_id"],
-                   private=run.push["private"], token=run.push["token"])
+        export_run(run.writer.dir, run.writer.dir / "export",
+                   ExportOptions(push_to_hub=run.push["repo_id"], private=run.push["private"], token=run.push["token"]))
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -309,3 +328,13 @@ def run_training(recipe: Recipe) -> Path:
     evaluation = final_evaluation(run, trainer)
     finish(run, trainer, result, evaluation)
     return run.writer.dir
+
+
+def leave_process_group() -> None:
+    """Every rank leaves the process group together, before the process exits (``rewardkit train``; a
+    caller of :func:`run_training` may still use the group)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -1,26 +1,20 @@
 """``RewardkitTrainer``: TRL's ``RewardTrainer`` with the packed forward and exact, sync-free metrics.
 
-What it changes and why:
+What it changes, and why:
 - ``compute_loss`` runs the prompt-sharing packed forward (``reward.packing``) when the batch is
-  packed, and TRL's padded forward otherwise; the Bradley-Terry loss, margin and reward centering
-  are TRL's.
+  packed, TRL's padded forward otherwise; the loss terms are the pure functions of ``reward.losses``.
+- Its settings (packing, token budget, length debiasing) are fields of its ``args``
+  (``reward.reward_config.RewardkitConfig``), as TRL's trainer reads ``center_rewards_coefficient``.
 - Metrics: TRL calls ``.item()`` several times per micro-batch (a host sync each) and logs accuracy
   as a mean of batch means that counts ties as losses. Here counts accumulate on the device and are
-  reduced across processes once per ``log``: exact accuracy, ties reported apart. Evaluation
-  counts go through ``gather_for_metrics``, which drops the samples a distributed sampler repeats
-  to even out the last batch, so ``eval_accuracy`` is over exactly the eval set.
+  reduced across processes once per ``log``: exact accuracy, ties apart. Evaluation counts go
+  through ``gather_for_metrics``, so ``eval_accuracy`` is over exactly the eval set.
 - ``max_tokens_per_batch``: training micro-batches are a token budget filled with pairs of similar
   length (``reward.packing.TokenBudgetBatchSampler``) instead of a fixed pair count.
 - ZeRO with optimizer offload gets DeepSpeed's CPU Adam (with the Trainer's parameter groups): the
   Trainer hands DeepSpeed a torch AdamW, which DeepSpeed refuses under offload.
-- ``length_debias``: ``corr_penalty`` adds coef·|corr(reward, response length)| to the loss, the
-  correlation taken within the micro-batch's chosen and within its rejected responses; ``odin``
-  trains a two-output head (quality, length) as ODIN (Chen et al., 2024): the Bradley-Terry loss on
-  their sum, plus coef·(|corr(quality, length)| within class − corr(length head, length) over all
-  responses) and the heads' orthogonality; accuracy, reports and exports use the quality head.
-  TRL has neither. On a tiny model trained on pairs whose chosen answer is the longer in 85% of
-  them, plain Bradley-Terry learnt length alone (held-out corr 0.89, accuracy 0.49); both options, at
-  coefficient 1.0, brought the correlation under 0.1 and accuracy to 1.0 (tests/test_debias.py pins this).
+- ``length_debias`` (``corr_penalty``, ``odin``): extra loss terms TRL lacks; an ODIN head has two
+  outputs (quality, length) and accuracy, reports and exports use the quality one.
 - A NaN or infinite training loss stops the run (``TrainingDiverged``) at the next log step instead
   of training on and stamping a NaN model complete.
 - Datasets prepared by ``reward.data`` (tokenized, every pair fitted to ``max_length``) pass TRL's
@@ -39,7 +33,7 @@ from trl import RewardTrainer
 
 from . import losses
 from .errors import RecipeError, TrainingDiverged
-from .modeling import head_name
+from .modeling import head_name, unwrap_peft
 from .packing import (
     PackedPreferenceCollator,
     ScoreCapture,
@@ -48,6 +42,7 @@ from .packing import (
     packed_pair_lengths,
     packed_rewards,
 )
+from .reward_config import RewardkitConfig
 from .seams import PACKED_COLUMNS, reward_trainer_accepts_outputs
 
 logger = logging.getLogger(__name__)
@@ -55,14 +50,14 @@ _STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")
 
 
 class RewardkitTrainer(RewardTrainer):
-    """RewardTrainer + packing + exact metrics. ``packing=False`` is the stock padded path."""
+    """RewardTrainer + packing + exact metrics, set by its ``args`` (a ``RewardkitConfig``); ``packing: false``
+    is the stock padded path."""
 
-    def __init__(self, *args: Any, packing: bool = True, max_tokens_per_batch: int | None = None,
-                 length_debias: str = "none", length_debias_coef: float = 1.0, **kwargs: Any):
-        self.packing = packing
-        self.max_tokens_per_batch = max_tokens_per_batch if packing else None
-        self.length_debias, self.length_debias_coef = length_debias, length_debias_coef
-        if packing and kwargs.get("data_collator") is None:
+    def __init__(self, *args: Any, **kwargs: Any):
+        config = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if not isinstance(config, RewardkitConfig):
+            raise TypeError("RewardkitTrainer takes its settings from a reward.reward_config.RewardkitConfig as `args`.")
+        if config.packing and kwargs.get("data_collator") is None:
             tok = kwargs["processing_class"]
             kwargs["data_collator"] = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)
         with reward_trainer_accepts_outputs(kwargs.get("model")):
@@ -81,12 +76,12 @@ class RewardkitTrainer(RewardTrainer):
     def get_train_dataloader(self) -> Any:
         """A token-budget batch sampler when ``max_tokens_per_batch`` is set; the Trainer's otherwise.
         accelerate shards its batches across processes like any batch sampler."""
-        if not self.max_tokens_per_batch or self.train_dataset is None:
+        if not self.args.max_tokens_per_batch or self.train_dataset is None:
             return super().get_train_dataloader()
         from torch.utils.data import DataLoader
 
         dataset = self._remove_unused_columns(self.train_dataset, description="training")
-        sampler = TokenBudgetBatchSampler(packed_pair_lengths(dataset), self.max_tokens_per_batch, seed=self.args.seed)
+        sampler = TokenBudgetBatchSampler(packed_pair_lengths(dataset), self.args.max_tokens_per_batch, seed=self.args.seed)
         workers = self.args.dataloader_num_workers
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=workers,
                             pin_memory=self.args.dataloader_pin_memory,
@@ -130,7 +125,7 @@ class RewardkitTrainer(RewardTrainer):
         batch; rewards are [n] or, for an ODIN head, [n, 2] (quality, length)."""
         if "segment_ids" in inputs:
             chosen, rejected = packed_rewards(model, self._head_capture(), inputs, inner=self.model,
-                                              all_outputs=self.length_debias == "odin")
+                                              all_outputs=self.args.length_debias == "odin")
             return chosen, rejected, inputs["input_ids"].numel()
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         chosen, rejected = torch.chunk(out.logits.squeeze(-1), chunks=2)
@@ -139,17 +134,16 @@ class RewardkitTrainer(RewardTrainer):
     def length_terms(self, chosen: torch.Tensor, rejected: torch.Tensor,
                      inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(reward for the Bradley-Terry loss of chosen, of rejected, extra loss) under ``length_debias``."""
-        if self.length_debias == "none":
+        if self.args.length_debias == "none":
             return chosen, rejected, chosen.new_zeros(())
         c_len, r_len = inputs["chosen_len"], inputs["rejected_len"]
-        if self.length_debias == "corr_penalty":
-            return chosen, rejected, losses.corr_penalty(chosen, rejected, c_len, r_len, self.length_debias_coef)
-        return losses.odin_terms(chosen, rejected, c_len, r_len, self.length_debias_coef, self._head_weight())
+        if self.args.length_debias == "corr_penalty":
+            return chosen, rejected, losses.corr_penalty(chosen, rejected, c_len, r_len, self.args.length_debias_coef)
+        return losses.odin_terms(chosen, rejected, c_len, r_len, self.args.length_debias_coef, self._head_weight())
 
     def _head_weight(self) -> torch.Tensor:
         """The trained reward head's weight (PEFT keeps the trained copy in ``modules_to_save``)."""
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        head = getattr(base, head_name(self.model))
+        head = getattr(unwrap_peft(self.model), head_name(self.model))
         if hasattr(head, "modules_to_save"):
             head = next(iter(head.modules_to_save.values()))
         return head.weight

@@ -9,13 +9,13 @@ import pytest
 
 from reward.data import DataError, DataReport, collect_pairs, fit_to_length, grouped_split, parse_hh_transcript
 from reward.data.pipeline import DataSettings, prepare_data, prompt_key
-from reward.recipe import parse_source
+from reward.data.sources import DataSource
 from tests.conftest import SHARED_HH
 
 
 def _collect(path, fmt="pairs", **kw):
     report = DataReport()
-    train, evals = collect_pairs([parse_source(0, {"path": str(path), "format": fmt, **kw})], report,
+    train, evals = collect_pairs([DataSource.parse(0, {"path": str(path), "format": fmt, **kw})], report,
                                  eval_split_size=0.0)
     return train, report
 
@@ -31,7 +31,7 @@ def test_hh_rlhf_full_file_at_256_accounts_for_every_row(tokenizer_dir, tmp_path
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    data = prepare_data([parse_source(0, {"path": str(SHARED_HH), "format": "hh-rlhf"})], tok,
+    data = prepare_data([DataSource.parse(0, {"path": str(SHARED_HH), "format": "hh-rlhf"})], tok,
                         DataSettings(256, "left", 42, 0.2, cache_dir=str(tmp_path)))
     r = data.report
     assert r.total == 1800
@@ -41,6 +41,40 @@ def test_hh_rlhf_full_file_at_256_accounts_for_every_row(tokenizer_dir, tmp_path
     assert r.truncated > 0
     assert all(len(x) <= 256 for x in list(data.train["chosen_ids"]) + list(data.train["rejected_ids"]))
     print(r.summary())
+
+
+PINNED_HH_256 = "26a46b294507acc88973376af79b410a"
+"""Digest of the shared HH file prepared at max_length 256 (split, token ids, prompt lengths, train
+prompt hashes), taken with the list pipeline this one replaced (rewardkit 517a160)."""
+
+
+def _digest(data) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, ds in (("train", data.train), ("eval", data.eval)):
+        for r in ds:
+            h.update(json.dumps([name, list(r["chosen_ids"]), list(r["rejected_ids"]), int(r["prompt_len"])]).encode())
+    h.update(json.dumps(data.train_prompt_hashes).encode())
+    return h.hexdigest()[:32]
+
+
+@pytest.mark.skipif(not SHARED_HH.exists(), reason="../shared/data is not beside this checkout")
+def test_streamed_preparation_keeps_the_pinned_split_and_ids(tokenizer_dir, tmp_path, monkeypatch):
+    """The Arrow pipeline gives the split and token ids the list pipeline gave, in one process and in two
+    (``datasets.map`` workers), and hands back sets memory-mapped from the published cache."""
+    from reward.data import pipeline
+    from reward.modeling import load_tokenizer
+
+    tok = load_tokenizer(str(tokenizer_dir))
+    source = [DataSource.parse(0, {"path": str(SHARED_HH), "format": "hh-rlhf"})]
+    one = prepare_data(source, tok, DataSettings(256, "left", 42, 0.2, cache_dir=str(tmp_path / "one"), num_proc=1))
+    monkeypatch.setattr(pipeline, "PARALLEL_FROM", 0)
+    two = prepare_data(source, tok, DataSettings(256, "left", 42, 0.2, cache_dir=str(tmp_path / "two"), num_proc=2))
+    assert _digest(one) == _digest(two) == PINNED_HH_256
+    assert one.report.to_dict() == two.report.to_dict()
+    assert all(f["filename"].startswith(str(tmp_path / "one")) for f in one.train.cache_files)
+    assert one.train.features["chosen_ids"].feature.dtype == "int32"
 
 
 def test_length_policy():
@@ -64,7 +98,7 @@ def test_left_truncation_keeps_last_turn_and_responses(tokenizer_dir, tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text(json.dumps({"chosen": long_prompt + "\n\nAssistant: good answer",
                                 "rejected": long_prompt + "\n\nAssistant: bad"}) + "\n")
-    source = [parse_source(0, {"path": str(path), "format": "hh-rlhf"})]
+    source = [DataSource.parse(0, {"path": str(path), "format": "hh-rlhf"})]
     data = prepare_data(source, tok, DataSettings(128, "left", 42, 0.0, cache_dir=str(tmp_path / "left")))
     assert data.report.kept == 1 and data.report.truncated == 1
     text = tok.decode(data.train[0]["chosen_ids"])
@@ -189,7 +223,7 @@ def test_explicit_eval_split_leak_is_counted(tmp_path):
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
     (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
     report = DataReport()
-    tr, ev = collect_pairs([parse_source(0, {"path": str(tmp_path / "train.jsonl"),
+    tr, ev = collect_pairs([DataSource.parse(0, {"path": str(tmp_path / "train.jsonl"),
                                              "eval_split": str(tmp_path / "test.jsonl")})], report)
     assert len(tr) == 5 and len(ev) == 1 and report.dropped["prompt_in_train_and_eval"] == 1
 
@@ -198,8 +232,9 @@ def test_mixture_weights_are_counted(tmp_path):
     rows = [{"prompt": f"p{i}", "chosen": "a", "rejected": "b"} for i in range(10)]
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = DataReport()
-    tr, _ = collect_pairs([parse_source(0, {"path": str(tmp_path / "a.jsonl"), "weight": 0.5}),
-                           parse_source(1, {"path": str(tmp_path / "a.jsonl"), "weight": 2.0})], report, eval_split_size=0)
+    sources = [DataSource.parse(0, {"path": str(tmp_path / "a.jsonl"), "weight": 0.5}),
+               DataSource.parse(1, {"path": str(tmp_path / "a.jsonl"), "weight": 2.0})]
+    tr, _ = collect_pairs(sources, report, eval_split_size=0)
     assert len(tr) == 5 + 20 and report.dropped["mixture_weight"] == 5 and report.total == 30
 
 

@@ -46,7 +46,7 @@ def _train_and_eval(tiny_model_dir, tmp_path, train, held, **keys):
     recipe.update(keys)
     run = run_training(load_recipe(write_recipe(tmp_path / "recipe.yaml", **recipe)))
     rm = RewardModel.from_pretrained(str(run))
-    m = evaluate_file(rm, str(held), progress=False, exclude_seen=False).metrics
+    m = evaluate_file(rm, str(held), exclude_seen=False).metrics
     return run, m["accuracy"], m["length_bias"]["reward_length_corr"]
 
 

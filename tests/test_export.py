@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from reward.export import ExportError, export_run
+from reward.export import ExportError, ExportOptions, export_run
 from reward.recipe import load_recipe
 from reward.scoring import RewardModel
 from reward.train import run_training
@@ -70,7 +70,7 @@ def test_full_export_scores_identically(tiny_recipe, tmp_path):
 
 
 def test_bf16_export_within_stated_tolerance(lora_run, tmp_path):
-    out = export_run(lora_run, tmp_path / "export_bf16", dtype="bf16")
+    out = export_run(lora_run, tmp_path / "export_bf16", ExportOptions(dtype="bf16"))
     info = json.loads((out / "rewardkit.json").read_text())["verification"]
     assert info["dtype"] == "bf16" and info["max_abs_diff"] <= info["tolerance"]
     assert info["tolerance"] == pytest.approx(0.25 * info["reward_std"]) and info["flipped_pairs"] == 0
@@ -111,9 +111,9 @@ def test_push_to_local_hub_never_leaks_the_token(lora_run, tmp_path, monkeypatch
         monkeypatch.setattr(c, "HF_HUB_OFFLINE", False)
         out = tmp_path / "pushed"
         with pytest.raises(ExportError, match="local export .* is\\s+complete: re-run"):
-            export_run(lora_run, out, push_to_hub="org/rm")
+            export_run(lora_run, out, ExportOptions(push_to_hub="org/rm"))
         assert (out / "rewardkit.json").exists()  # the failed upload left the export complete
-        export_run(lora_run, out, push_to_hub="org/rm")  # re-run resumes: no re-export, upload succeeds
+        export_run(lora_run, out, ExportOptions(push_to_hub="org/rm"))  # re-run resumes: no re-export, upload succeeds
         files = hub.repos["org/rm"]
         assert "config.json" in files and "rewardkit.json" in files and any(k.endswith(".safetensors") for k in files)
         assert any(secret in h for h in hub.auth_headers)  # the token did reach the Hub...
@@ -183,7 +183,7 @@ def test_export_never_replaces_what_it_does_not_own(lora_run, tmp_path, where):
 def test_reexport_with_another_dtype_replaces_its_own_export(lora_run, tmp_path):
     out = tmp_path / "export"
     export_run(lora_run, out)
-    export_run(lora_run, out, dtype="bf16")  # was: "export already complete", float32 files kept
+    export_run(lora_run, out, ExportOptions(dtype="bf16"))  # was: "export already complete", float32 files kept
     info = json.loads((out / "rewardkit.json").read_text())
     assert info["verification"]["dtype"] == "bf16"
     from safetensors import safe_open

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from reward.plan import Shape, estimate, plan_from_recipe
+from reward.plan import Layout, Shape, estimate, plan_from_recipe
 from reward.recipe import load_recipe
 from tests.conftest import ROOT
 
@@ -18,14 +20,13 @@ def test_param_count_matches_public_sizes():
 
 def test_zero_stages_and_levers_shrink_memory():
     s = Shape(hidden=3584, layers=28, heads=28, kv_heads=4, inter=18944, vocab=152064, tied=False)
-    kw = dict(shape=s, name="7b", gpus=8, offload_optimizer=False, offload_params=False, lora=False, lora_r=16,
-              four_bit=False, micro_batch_pairs=4, max_length=2048, gpu_memory_gb=80, deepspeed=True)
-    z0 = estimate(zero_stage=0, checkpointing=True, **{**kw, "deepspeed": False})
-    z2 = estimate(zero_stage=2, checkpointing=True, **kw)
-    z3 = estimate(zero_stage=3, checkpointing=True, **kw)
+    base = Layout(gpus=8, zero_stage=0, deepspeed=False, micro_batch_pairs=4, max_length=2048, checkpointing=True)
+    z0 = estimate(s, "7b", base, 80)
+    z2 = estimate(s, "7b", replace(base, zero_stage=2, deepspeed=True), 80)
+    z3 = estimate(s, "7b", replace(base, zero_stage=3, deepspeed=True), 80)
     assert z0.total_gb > z2.total_gb > z3.total_gb
     assert not z0.fits and z3.fits
-    no_ckpt = estimate(zero_stage=3, checkpointing=False, **kw)
+    no_ckpt = estimate(s, "7b", replace(base, zero_stage=3, deepspeed=True, checkpointing=False), 80)
     assert no_ckpt.parts_gb["activations"] > 5 * z3.parts_gb["activations"]
 
 

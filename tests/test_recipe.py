@@ -33,7 +33,7 @@ def test_cli_overrides_win_over_yaml(tmp_path):
     r = load_recipe(path, ["--learning_rate", "2e-4", "--max_steps=7", "--packing", "false"])
     assert r.training.learning_rate == pytest.approx(2e-4)
     assert r.training.max_steps == 7
-    assert r.data.packing is False
+    assert r.training.packing is False
     assert r.sources[0].path == "x.jsonl"
 
 
@@ -158,7 +158,8 @@ def test_cached_key_table_matches_the_libraries(tmp_path, monkeypatch):
     assert list(tmp_path.glob("recipe_keys/*.json"))
     assert rec.key_table() == fresh  # warm: read back
     assert fresh["learning_rate"] == {"group": "training", "type": [["float", "float"]]}
-    assert fresh["gguf_file"]["group"] == "data" and fresh["lora_r"]["group"] == "model"
+    assert fresh["gguf_file"]["group"] == "model" and fresh["lora_r"]["group"] == "model"
+    assert fresh["truncation"]["group"] == "data" and fresh["length_debias_coef"]["group"] == "training"
 
 
 @pytest.fixture(scope="module")
@@ -174,16 +175,18 @@ def warm_key_cache(tmp_path_factory):
 @pytest.mark.parametrize("text,needle", [
     ("learning_rat: 1e-5", "Did you mean 'learning_rate'"),
     ("num_train_epochs: many", "num_train_epochs"),
-    ("fp16: true\nbf16: true", "pick one"),
+    ("truncation: middle", "'truncation': 'middle'"),
     ("use_peft: true\nfreeze_trainable_layers: 2", "exclude each other"),
+    ("datasets: [{path: x.jsonl, format: hh_rlhf}]", "Did you mean 'hh-rlhf'"),
 ])
 def test_bad_recipe_fails_before_importing_torch(tmp_path, warm_key_cache, text, needle):
-    """With the key table cached, rejecting a bad recipe imports neither torch nor TRL (seconds each)."""
+    """With the key table cached, rejecting a bad key, or a bad model or data value, imports neither torch
+    nor TRL's trainer (seconds each): only the training keys are checked by RewardConfig's subclass."""
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"model_name_or_path: a/b\ndatasets: [x.jsonl]\n{text}\n")
+    recipe.write_text(f"model_name_or_path: a/b\n{text}\n" + ("" if "datasets" in text else "datasets: [x.jsonl]\n"))
     code = ("import sys\nfrom reward.recipe import RecipeError, load_recipe\n"
             f"try:\n    load_recipe({str(recipe)!r})\nexcept RecipeError as e:\n    print('ERR', e)\n"
-            "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'trl', 'transformers'}))\n")
+            "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=warm_key_cache,
                          timeout=120).stdout
     assert "ERR" in out and needle in out, out
@@ -200,7 +203,7 @@ def test_type_errors_name_each_keys_own_type():
 
 def test_packed_attention_and_token_budget_keys():
     r = load_recipe(None, {**BASE, "packed_attention": "varlen", "max_tokens_per_batch": "8192"})
-    assert r.data.packed_attention == "varlen" and r.data.max_tokens_per_batch == 8192
+    assert r.training.packed_attention == "varlen" and r.training.max_tokens_per_batch == 8192
     with pytest.raises(RecipeError, match=r"'packed_attention': 'varlne'.*Did you mean 'varlen'"):
         load_recipe(None, {**BASE, "packed_attention": "varlne"})
     with pytest.raises(RecipeError, match=r"'max_tokens_per_batch': 0 must be a positive"):

@@ -9,9 +9,10 @@ import sys
 import pytest
 
 from reward.evaluation import evaluate_file
+from reward.export import ExportOptions
 from reward.legacy import RewardModelEvaluator
 from reward.scorefile import score_jsonl
-from reward.scoring import RewardModel
+from reward.scoring import Batching, RewardModel
 
 PAIRS = [("How do I boil an egg?", "Boil it for nine minutes."),
          ("Hi", "Hello! How can I help you today? I can answer questions about many topics."),
@@ -52,7 +53,7 @@ def test_score_jsonl_rows_and_rankings(rm, tmp_path):
     src.write_text(json.dumps({"prompt": "Hi", "response": "Hello"}) + "\n"
                    + json.dumps({"prompt": "Hi", "responses": ["a", "bb", "ccc"]}) + "\n")
     out = tmp_path / "out.jsonl"
-    assert score_jsonl(rm, str(src), str(out), progress=False) == 2
+    assert score_jsonl(rm, str(src), str(out)) == 2
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert rows[0]["score"] == pytest.approx(rm.score("Hi", "Hello"), abs=1e-5)  # the value, not just a float
     assert rows[1]["scores"] == pytest.approx([rm.score("Hi", r) for r in ("a", "bb", "ccc")], abs=1e-5)
@@ -106,9 +107,9 @@ def test_prompt_shared_eval_gives_the_rewards_score_gives(rm, tmp_path, monkeypa
     monkeypatch.setattr(rm, "score_token_ids", counting)
     for pack_tokens in (0, 60, 4096):  # padded; about one pair a row; all pairs in one row
         padded_calls.clear()
-        result = evaluate_file(rm, str(data), max_length=48, pack_tokens=pack_tokens, progress=False)
-        assert result.report["responses_cut_to_max_length"] == 1
-        got = list(zip(result.chosen, result.rejected))
+        result = evaluate_file(rm, str(data), batching=Batching(pack_tokens=pack_tokens), max_length=48)
+        assert result.data["responses_cut_to_max_length"] == 1
+        got = list(zip(result.rewards.chosen, result.rewards.rejected))
         assert got == [pytest.approx(a, abs=1e-5) for a in alone], pack_tokens
         # packed: no fallback; only the row with the longest sequence is checked padded, and not again
         if pack_tokens == 0:
@@ -118,9 +119,9 @@ def test_prompt_shared_eval_gives_the_rewards_score_gives(rm, tmp_path, monkeypa
         else:
             assert padded_calls == [], padded_calls
     rm.tokenizer.padding_side = "left"  # the padded path, left-padded, agrees too
-    result = evaluate_file(rm, str(data), max_length=48, pack_tokens=0, progress=False)
+    result = evaluate_file(rm, str(data), batching=Batching(pack_tokens=0), max_length=48)
     rm.tokenizer.padding_side = "right"
-    assert list(zip(result.chosen, result.rejected)) == [pytest.approx(a, abs=1e-5) for a in alone]
+    assert list(zip(result.rewards.chosen, result.rewards.rejected)) == [pytest.approx(a, abs=1e-5) for a in alone]
 
 
 def test_ranking_shares_the_prompt_and_falls_back_when_the_mask_is_ignored(rm, tiny_model_dir, monkeypatch, caplog):
@@ -136,8 +137,8 @@ def test_ranking_shares_the_prompt_and_falls_back_when_the_mask_is_ignored(rm, t
     ranked = dict(rm.rank("How do I boil an egg?", answers, pack_tokens=64))  # split into several rows
     assert [ranked[a] for a in answers] == pytest.approx(alone, abs=1e-5)
 
-    def attend_everything(model, pair_ids, segment_ids):
-        t = pair_ids.shape[-1]
+    def attend_everything(model, group_ids, segment_ids):
+        t = group_ids.shape[-1]
         return torch.ones((1, 1, t, t), dtype=torch.bool)
 
     monkeypatch.setattr(reward.packing, "attention_mask_for", attend_everything)
@@ -160,11 +161,11 @@ def test_prompt_shared_eval_of_a_lora_run_matches_padded(tiny_recipe, hh_small, 
     run = run_training(load_recipe(tiny_recipe(use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"])))
     rm = RewardModel.from_pretrained(str(run))
     assert hasattr(rm.model, "get_base_model") and rm.packable()
-    packed = evaluate_file(rm, str(hh_small), fmt="hh-rlhf", exclude_seen=False, progress=False)
-    padded = evaluate_file(rm, str(hh_small), fmt="hh-rlhf", exclude_seen=False, progress=False, pack_tokens=0)
+    packed = evaluate_file(rm, str(hh_small), fmt="hh-rlhf", exclude_seen=False)
+    padded = evaluate_file(rm, str(hh_small), fmt="hh-rlhf", batching=Batching(pack_tokens=0), exclude_seen=False)
     assert packed.metrics["n_pairs"] == padded.metrics["n_pairs"] > 50
-    assert packed.chosen == pytest.approx(padded.chosen, abs=1e-5)
-    assert packed.rejected == pytest.approx(padded.rejected, abs=1e-5)
+    assert packed.rewards.chosen == pytest.approx(padded.rewards.chosen, abs=1e-5)
+    assert packed.rewards.rejected == pytest.approx(padded.rewards.rejected, abs=1e-5)
     assert packed.metrics["accuracy"] == padded.metrics["accuracy"]
 
 
@@ -196,8 +197,8 @@ def test_eval_leaves_out_pairs_the_run_trained_on(tiny_recipe, hh_small, tmp_pat
     from reward.data.adapters import ADAPTERS
     from reward.data.pipeline import clean_pairs, prompt_hash
     from reward.data.report import DataReport
-    from reward.data.sources import load_rows
-    from reward.recipe import load_recipe, parse_source
+    from reward.data.sources import DataSource, load_rows
+    from reward.recipe import load_recipe
     from reward.rundir import TRAIN_PROMPTS
     from reward.train import run_training
 
@@ -206,7 +207,7 @@ def test_eval_leaves_out_pairs_the_run_trained_on(tiny_recipe, hh_small, tmp_pat
     kept_train = json.loads((run / "data_report.json").read_text())["kept_train"]
     assert 0 < len(trained) <= kept_train
 
-    source = parse_source(0, {"path": str(hh_small), "format": "hh-rlhf"})
+    source = DataSource.parse(0, {"path": str(hh_small), "format": "hh-rlhf"})
     report = DataReport()
     pairs = clean_pairs(ADAPTERS["hh-rlhf"](load_rows(source), source, report), report)
     n_seen = sum(prompt_hash(p) in trained for p in pairs)
@@ -266,8 +267,8 @@ def test_score_jsonl_streams_in_chunks_and_filters_best_of_n(rm, tmp_path, umask
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
     whole, chunked, best = tmp_path / "whole.jsonl", tmp_path / "chunked.jsonl", tmp_path / "best.jsonl"
-    score_jsonl(rm, str(src), str(whole), progress=False)
-    score_jsonl(rm, str(src), str(chunked), progress=False, chunk_rows=2)  # 3 chunks, same answer
+    score_jsonl(rm, str(src), str(whole))
+    score_jsonl(rm, str(src), str(chunked), chunk_rows=2)  # 3 chunks, same answer
     assert whole.stat().st_mode & 0o777 == 0o644  # not the temporary file's 0600
     a = [json.loads(x) for x in whole.read_text().splitlines()]
     b = [json.loads(x) for x in chunked.read_text().splitlines()]
@@ -278,7 +279,7 @@ def test_score_jsonl_streams_in_chunks_and_filters_best_of_n(rm, tmp_path, umask
     for row in a:  # prompt-shared (the default) gives each response the reward it gets alone
         for response, got in zip(row.get("responses") or [row["response"]], row.get("scores") or [row["score"]]):
             assert got == pytest.approx(rm.score(row["prompt"], response), abs=1e-5)
-    score_jsonl(rm, str(src), str(best), progress=False, top_k=1)
+    score_jsonl(rm, str(src), str(best), top_k=1)
     top = [json.loads(x) for x in best.read_text().splitlines()]
     for full, kept in zip(a, top):
         if "responses" in full:
@@ -315,5 +316,6 @@ def test_half_precision_scores_as_mixed_precision_training_computes(tiny_run, tm
         want = fp32.model(input_ids=torch.tensor([seq])).logits[0, 0].float().item()
     assert half.score_token_ids([seq]) == pytest.approx([want], abs=1e-6)
     assert half.score_token_ids([seq]) != pytest.approx(fp32.score_token_ids([seq]), abs=1e-6)  # bf16 did compute
-    exported = RewardModel.from_pretrained(str(export_run(tiny_run, tmp_path / "bf16", dtype="bf16")), dtype="bf16")
+    bf16 = export_run(tiny_run, tmp_path / "bf16", ExportOptions(dtype="bf16"))
+    exported = RewardModel.from_pretrained(str(bf16), dtype="bf16")
     assert exported.autocast is None and next(exported.model.parameters()).dtype == torch.bfloat16

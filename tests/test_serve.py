@@ -82,7 +82,7 @@ def test_v1_score_equals_rewardkit_score(server, rm, tmp_path):
                         {"role": "user", "content": "Another?"}], "responses": ["Banana", "Car", "A pear, ripe."]}]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    score_jsonl(rm, str(src), str(out), progress=False)
+    score_jsonl(rm, str(src), str(out))
     expected = [json.loads(x)["scores"] for x in out.read_text().splitlines()]
     for row, want in zip(rows, expected):
         r = server.post("/v1/score", {"prompt": row["prompt"], "responses": row["responses"]})

@@ -173,3 +173,16 @@ def test_token_budget_epoch_sees_every_pair_once(tiny_recipe, tmp_path):
     lengths = packed_pair_lengths(data.train)
     assert sum(x["tokens"] for x in steps) == sum(lengths)
     assert 1 < len(steps) < len(lengths) / 2
+
+
+def test_a_run_resolves_its_model_path_once(tiny_recipe, monkeypatch):
+    """From the recipe to the model the Trainer gets, the model's path (``pypi:``, GGUF, remote code) is
+    resolved once, and every loader reads that one ``ModelSource``."""
+    from reward import modeling
+    from reward.train import setup
+
+    calls = []
+    real = modeling.resolve_model_path
+    monkeypatch.setattr(modeling, "resolve_model_path", lambda *a, **k: calls.append(a) or real(*a, **k))
+    run = setup(load_recipe(tiny_recipe(use_peft=True, lora_target_modules=["q_proj"])))  # the LoRA preflight too
+    assert len(calls) == 1 and run.model is not None and run.tokenizer is not None

@@ -204,6 +204,7 @@ def _where(mask: Any, value: bool) -> list[int]:
 def split_by_prompt(pairs: Any, size: float, seed: int) -> tuple[Any, Any | None]:
     """:func:`grouped_split` on a pair dataset: the prompt keys are sorted as one Arrow array (UTF-8 byte
     order is code point order, so the split is the list version's)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
     if size <= 0 or len(pairs) == 0:
@@ -211,7 +212,7 @@ def split_by_prompt(pairs: Any, size: float, seed: int) -> tuple[Any, Any | None
     prompts = column(pairs, "prompt")
     keys = pc.unique(prompts)
     ranked = keys.take(pc.sort_indices(keys))
-    held = pc.is_in(prompts, value_set=ranked.take(eval_ranks(len(keys), size, seed)))
+    held = pc.is_in(prompts, value_set=ranked.take(pa.array(eval_ranks(len(keys), size, seed), pa.int64())))
     return pairs.select(_where(held, False)), pairs.select(_where(held, True))
 
 
