@@ -211,8 +211,8 @@ def split_by_prompt(pairs: Any, size: float, seed: int) -> tuple[Any, Any | None
         return pairs, None
     prompts = column(pairs, "prompt")
     keys = pc.unique(prompts)
-    ranked = keys.take(pc.sort_indices(keys))
-    held = pc.is_in(prompts, value_set=ranked.take(pa.array(eval_ranks(len(keys), size, seed), pa.int64())))
+    ranks = pa.array(eval_ranks(len(keys), size, seed), pa.int64())
+    held = pc.is_in(prompts, value_set=keys.take(pc.sort_indices(keys).take(ranks)))
     return pairs.select(_where(held, False)), pairs.select(_where(held, True))
 
 
