@@ -12,8 +12,9 @@ from nothing (a fresh rewardkit cache and a fresh ``datasets`` cache):
 
 The baseline is rewardkit before the streaming pipeline (``--baseline_rev``, a git revision run from a
 worktree), ``inspect`` only, at the sizes up to ``--baseline_max`` (its Python lists need ~29 KB a
-pair: 1M pairs would not fit this machine). Peak RSS is the sum over the command's process tree,
-sampled every 0.1 s (worker processes included; pages they share are counted twice).
+pair: 1M pairs would not fit this machine). Memory is sampled every 0.2 s from /proc: the peak RSS of
+the command's largest process, and the peak PSS summed over its process tree (tokenizing workers
+included, the pages they share with their parent counted once).
 
     python bench/data_scale.py                       # 10k, 100k, 1M
     python bench/data_scale.py --sizes 10000 100000  # quicker
@@ -52,26 +53,41 @@ def write_variants(n: int, path: Path) -> None:
                      + "\n")
 
 
+def _memory(pid: int) -> tuple[int, int]:
+    """(RSS, PSS) of one process in bytes, from /proc (PSS splits shared pages among the processes that map them)."""
+    rss = pss = 0
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) * 1024
+    return rss, pss
+
+
 def measure(cmd: list[str], env: dict[str, str], cwd: Path, until: Path | None = None) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS (GB) of its process tree, its stdout, and the seconds until
-    ``until`` exists (when given)."""
+    """Run ``cmd``: wall seconds; peak RSS of its largest process and peak PSS summed over its process
+    tree (GB); its stdout; and the seconds until ``until`` exists (when given)."""
     start = time.time()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak, reached = 0, None
+    peak_rss = peak_pss = 0
+    reached = None
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
-            rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-        except psutil.Error:
-            rss = 0
-        peak = max(peak, rss)
+            tree = [_memory(p.pid) for p in [root, *root.children(recursive=True)]]
+        except (psutil.Error, OSError):
+            tree = []
+        peak_rss = max([peak_rss] + [rss for rss, _ in tree])
+        peak_pss = max(peak_pss, sum(pss for _, pss in tree))
         if until is not None and reached is None and until.exists():
             reached = time.time() - start
-        time.sleep(0.1)
+        time.sleep(0.2)
     out = proc.stdout.read() if proc.stdout else ""
     if proc.returncode:
         raise SystemExit(f"error: {' '.join(cmd[:4])} … exited {proc.returncode}")
-    return {"seconds": round(time.time() - start, 1), "peak_rss_gb": round(peak / 2**30, 2), "stdout": out,
+    return {"seconds": round(time.time() - start, 1), "peak_rss_gb": round(peak_rss / 2**30, 2),
+            "peak_tree_pss_gb": round(peak_pss / 2**30, 2), "stdout": out,
             "until_seconds": round(reached, 1) if reached is not None else None}
 
 
@@ -159,15 +175,16 @@ def main() -> None:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("| pairs | inspect s | inspect peak RSS GB | prepared GB (+ datasets' Arrow copy) | baseline s / RSS GB | "
-          "train: prepare s | train peak RSS GB | s / step |")
+    print("| pairs | inspect s | peak RSS / tree PSS GB | prepared GB (+ datasets' Arrow copy) | baseline s, RSS GB | "
+          "train: prepare s | train peak RSS / tree PSS GB | s / step |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         i, b, t = r["inspect"], r.get("baseline_inspect"), r.get("train") or {}
-        base = f"{b['seconds']} / {b['peak_rss_gb']} ({r['speedup']}×)" if b else "—"
-        print(f"| {r['pairs']:,} | {i['seconds']} | {i['peak_rss_gb']} | {i['disk_gb']['prepared']} "
-              f"(+{i['disk_gb']['datasets_arrow']}) | {base} | {t.get('prepare_seconds', '—')} | "
-              f"{t.get('peak_rss_gb', '—')} | {t.get('seconds_per_step', '—')} |")
+        base = f"{b['seconds']}, {b['peak_rss_gb']} ({r['speedup']}×)" if b else "—"
+        train_mem = f"{t['peak_rss_gb']} / {t['peak_tree_pss_gb']}" if t else "—"
+        print(f"| {r['pairs']:,} | {i['seconds']} | {i['peak_rss_gb']} / {i['peak_tree_pss_gb']} | "
+              f"{i['disk_gb']['prepared']} (+{i['disk_gb']['datasets_arrow']}) | {base} | "
+              f"{t.get('prepare_seconds', '—')} | {train_mem} | {t.get('seconds_per_step', '—')} |")
     for a, b in zip(rows, rows[1:]):
         slope = (b["inspect"]["seconds"] - a["inspect"]["seconds"]) / (b["pairs"] - a["pairs"]) * 1e6
         print(f"slope {a['pairs']:,} → {b['pairs']:,}: {slope:.0f} µs a pair (inspect); time ratio "

@@ -34,3 +34,25 @@ def test_timed_epoch_gives_every_path_the_same_pairs(tokenizer_dir, tmp_path):
     assert rows[3]["timed_steps"] < rows[2]["timed_steps"]  # the budget packs more pairs a step
     # TRL pads chosen and rejected as whole sequences; rewardkit computes each prompt once: fewer tokens
     assert rows[2]["tokens_per_step"] < rows[1]["tokens_per_step"] == rows[0]["tokens_per_step"]
+
+
+def test_data_scale_measures_distinct_pairs(tmp_path):
+    """bench/data_scale.py's million pairs are a million pairs to prepare: its variants of the shared file
+    repeat no pair and no prompt across variants, so hygiene drops nothing as a duplicate."""
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import data_scale
+
+    if not data_scale.SHARED_HH.exists():
+        pytest.skip("../shared/data is not beside this checkout")
+    path = tmp_path / "variants.jsonl"
+    data_scale.write_variants(3700, path)  # variants 0, 1 and the start of 2
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 3700 and len({(r["chosen"], r["rejected"]) for r in rows}) == 3700
+
+    def prompts(part: list[dict]) -> set[str]:
+        return {r["chosen"][:r["chosen"].rfind("\n\nAssistant:")] for r in part}
+
+    assert not prompts(rows[:1800]) & prompts(rows[1800:3600])
+    assert rows[1800]["chosen"].startswith("\n\nHuman: [variant 1] ")

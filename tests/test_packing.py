@@ -244,3 +244,21 @@ def test_packed_attention_switches_a_peft_wrapped_model(tiny_model_dir):
     model = get_peft_model(_model(tiny_model_dir, "sdpa"), LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["q_proj"]))
     assert set_packed_attention(model, "varlen", "cpu") == VARLEN
     assert attn_implementation(model) == VARLEN and model.get_base_model().config._attn_implementation == VARLEN
+
+
+def test_pair_lengths_and_longest_row_read_arrow_through_a_selection():
+    """The token-budget sampler's lengths and the trainer's length check read Arrow list lengths a batch at
+    a time, and honour a dataset's selection (indices mapping) as row access does."""
+    from datasets import Dataset
+
+    from reward.packing import longest_row, packed_pair_lengths
+
+    rng = random.Random(0)
+    rows = []
+    for _ in range(300):
+        p, c, r = rng.randint(0, 9), rng.randint(1, 9), rng.randint(1, 9)
+        rows.append({"chosen_ids": [1] * (p + c), "rejected_ids": [2] * (p + r), "prompt_len": p})
+    picked = Dataset.from_list(rows).select([rng.randrange(300) for _ in range(120)])
+    want = [len(x["chosen_ids"]) + len(x["rejected_ids"]) - x["prompt_len"] for x in picked]
+    assert packed_pair_lengths(picked) == want
+    assert longest_row(picked) == max(max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in picked)

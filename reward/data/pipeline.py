@@ -9,7 +9,8 @@ Scale: no step holds the data set as Python objects. Rows stream from the memory
 ``datasets`` makes of a source, through the adapter and hygiene, into an Arrow file of pairs;
 duplicates are found by a 16-byte digest per pair, the split by the prompt column as one Arrow
 array; tokenization is a batched ``datasets.map`` (``dataset_num_proc`` processes) writing int32
-token ids to Arrow, and the published cache is memory-mapped by every process that trains on it.
+token ids to Arrow, read back a record batch at a time to count and keep rows, and the published
+cache is memory-mapped by every process that trains on it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import os
 import random
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,8 @@ def split_by_prompt(pairs: Any, size: float, seed: int) -> tuple[Any, Any | None
     keys = pc.unique(prompts)
     ranks = pa.array(eval_ranks(len(keys), size, seed), pa.int64())
     held = pc.is_in(prompts, value_set=keys.take(pc.sort_indices(keys).take(ranks)))
+    del keys
+    pa.default_memory_pool().release_unused()  # the distinct prompts' copy goes back to the system
     return pairs.select(_where(held, False)), pairs.select(_where(held, True))
 
 
@@ -303,18 +306,46 @@ def tokenize_split(pairs: Any, tokenizer: Any, settings: DataSettings, name: str
                      desc=f"tokenizing {name} pairs")
 
 
-def count_split(tokens: Any, report: DataReport, name: str, lengths: dict[str, list[Any]]) -> Any:
-    """Counts a tokenized split into ``report`` (kept, too long, truncated) and ``lengths``; returns its
-    kept rows."""
+def write_kept(tokens: Any, report: DataReport, name: str, lengths: dict[str, list[Any]], path: Path) -> set[str]:
+    """One pass over a tokenized split's Arrow files, a record batch at a time and read, not memory-mapped
+    (this process's memory does not grow with the set): counts into ``report`` (kept, too long,
+    truncated) and ``lengths``, the kept rows' training columns written to the Arrow file ``path``
+    (not written when nothing is kept). Returns the kept rows' prompt hashes."""
     import numpy as np
+    import pyarrow as pa
 
-    fits = np.asarray(column(tokens, "fits"))
-    report.drop("too_long", int((~fits).sum()))
-    report.truncated += int(np.asarray(column(tokens, "cut"))[fits].sum())
-    setattr(report, f"kept_{name}", getattr(report, f"kept_{name}") + int(fits.sum()))
-    for n in _LENGTHS:
-        lengths[n].append(np.asarray(column(tokens, n)))
-    return tokens.select(_where(fits, True))
+    keep = TRAINING_COLUMNS + (["margin"] if "margin" in tokens.column_names else [])
+    hashes: set[str] = set()
+    writer, sink = None, None
+    try:
+        for batch in _record_batches(tokens):
+            fits = np.asarray(batch.column("fits"))
+            report.drop("too_long", int((~fits).sum()))
+            report.truncated += int(np.asarray(batch.column("cut"))[fits].sum())
+            setattr(report, f"kept_{name}", getattr(report, f"kept_{name}") + int(fits.sum()))
+            for n in _LENGTHS:
+                lengths[n].append(np.asarray(batch.column(n)))
+            kept = batch.filter(pa.array(fits)).select(keep).replace_schema_metadata(None)
+            hashes.update(batch.filter(pa.array(fits)).column("prompt_hash").to_pylist())
+            if kept.num_rows and writer is None:
+                sink = pa.OSFile(str(path), "wb")
+                writer = pa.ipc.new_stream(sink, kept.schema)
+            if kept.num_rows:
+                writer.write_batch(kept)
+    finally:
+        if writer is not None:
+            writer.close()
+            sink.close()
+    return hashes
+
+
+def _record_batches(dataset: Any) -> Iterator[Any]:
+    """The record batches of a dataset's Arrow files, in row order (a fresh ``map`` output: no selection)."""
+    import pyarrow as pa
+
+    for f in dataset.cache_files:
+        with pa.OSFile(f["filename"]) as source:
+            yield from pa.ipc.open_stream(source)
 
 
 def finish_lengths(report: DataReport, lengths: dict[str, list[Any]]) -> None:
@@ -386,11 +417,11 @@ class DataSettings:
 
 def _published(root: Path) -> PreparedData:
     """A published cache, memory-mapped."""
-    from datasets import load_from_disk
+    from datasets import Dataset
 
     report = DataReport.from_dict(json.loads((root / "report.json").read_text()))
-    train = load_from_disk(str(root / "train")) if (root / "train").exists() else None
-    evals = load_from_disk(str(root / "eval")) if (root / "eval").exists() else None
+    train, evals = (Dataset.from_file(str(root / f"{n}.arrow")) if (root / f"{n}.arrow").exists() else None
+                    for n in ("train", "eval"))
     return PreparedData(train, evals, report, json.loads((root / "train_prompts.json").read_text()))
 
 
@@ -429,12 +460,10 @@ def _prepare(sources: Sequence[DataSource], tokenizer: Any, settings: DataSettin
                 pairs = pairs.select(range(cap))
             if pairs is None or len(pairs) == 0:
                 continue
-            kept = count_split(tokenize_split(pairs, tokenizer, settings, name, tmp / "work"), report, name, lengths)
+            tokens = tokenize_split(pairs, tokenizer, settings, name, tmp / "work")
+            kept_hashes = write_kept(tokens, report, name, lengths, tmp / f"{name}.arrow")
             if name == "train":
-                hashes = sorted(set(column(kept, "prompt_hash").to_pylist()))
-            if len(kept):
-                kept.select_columns(TRAINING_COLUMNS + [c for c in ("margin",) if c in kept.column_names]) \
-                    .save_to_disk(str(tmp / name))
+                hashes = sorted(kept_hashes)
         finish_lengths(report, lengths)
         report.check()
         if not report.kept:
