@@ -116,8 +116,8 @@ def run_inspect(exe: list[str], cwd: Path, data: Path, tmp: Path, name: str) -> 
     return r
 
 
-def run_train(data: Path, tmp: Path, name: str, steps: int) -> dict:
-    env = fresh_env(tmp, name)
+def run_train(data: Path, tmp: Path, name: str, steps: int, fresh: bool = True) -> dict:
+    env = fresh_env(tmp, name) if fresh else dict(os.environ, TOKENIZERS_PARALLELISM="false")
     out = tmp / f"run-{name}"
     shutil.rmtree(out, ignore_errors=True)
     datasets = json.dumps([{"path": str(data), "format": "hh-rlhf"}])
@@ -128,6 +128,8 @@ def run_train(data: Path, tmp: Path, name: str, steps: int) -> dict:
     metrics = json.loads((out / "metrics.json").read_text())
     r["prepare_seconds"] = r.pop("until_seconds")
     r["seconds_per_step"] = round(metrics["train"]["train_runtime"] / steps, 3)
+    logged = [json.loads(line) for line in (out / "logs" / "train_log.jsonl").read_text().splitlines()]
+    r["tokens_per_second"] = round(sum(x.get("tokens", 0) for x in logged) / metrics["train"]["train_runtime"], 1)
     shutil.rmtree(out, ignore_errors=True)
     return r
 
@@ -148,11 +150,21 @@ def main() -> None:
     ap.add_argument("--baseline_rev", default="517a160", help="rewardkit before the streaming pipeline")
     ap.add_argument("--baseline_max", type=int, default=100_000)
     ap.add_argument("--skip_train", action="store_true")
+    ap.add_argument("--speed_only", action="store_true",
+                    help="only train --steps steps on each size's cache left by an earlier run (same --tmp): "
+                         "seconds a step and tokens a second, with preparation out of the way")
     ap.add_argument("--tmp", default=None, help="work folder (default: a new temporary folder)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     tmp = Path(a.tmp or tempfile.mkdtemp(prefix="rk-data-scale-"))
     tmp.mkdir(parents=True, exist_ok=True)
+    if a.speed_only:
+        rows = [{"pairs": n, **run_train(tmp / f"hh-{n}.jsonl", tmp, f"t{n}", a.steps, fresh=False)} for n in a.sizes]
+        for r in rows:
+            print(f"{r['pairs']:>9,} pairs: {r['seconds_per_step']} s a step, {r['tokens_per_second']} tokens/s "
+                  f"(preparation from the cache: {r['prepare_seconds']} s)")
+        write_result("data-scale-steps", "cpu", {"sizes": a.sizes, "steps": a.steps, "rows": rows}, a.out)
+        return
     rows = []
     for n in a.sizes:
         data = tmp / f"hh-{n}.jsonl"

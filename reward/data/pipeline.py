@@ -323,8 +323,8 @@ def write_kept(tokens: Any, report: DataReport, name: str, lengths: dict[str, li
             report.drop("too_long", int((~fits).sum()))
             report.truncated += int(np.asarray(batch.column("cut"))[fits].sum())
             setattr(report, f"kept_{name}", getattr(report, f"kept_{name}") + int(fits.sum()))
-            for n in _LENGTHS:
-                lengths[n].append(np.asarray(batch.column(n)))
+            for n in _LENGTHS:  # a copy: a view would keep the whole record batch (its token ids) alive
+                lengths[n].append(np.array(batch.column(n), dtype=np.int32))
             kept = batch.filter(pa.array(fits)).select(keep).replace_schema_metadata(None)
             hashes.update(batch.filter(pa.array(fits)).column("prompt_hash").to_pylist())
             if kept.num_rows and writer is None:
