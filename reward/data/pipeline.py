@@ -214,8 +214,6 @@ def split_by_prompt(pairs: Any, size: float, seed: int) -> tuple[Any, Any | None
     keys = pc.unique(prompts)
     ranks = pa.array(eval_ranks(len(keys), size, seed), pa.int64())
     held = pc.is_in(prompts, value_set=keys.take(pc.sort_indices(keys).take(ranks)))
-    del keys
-    pa.default_memory_pool().release_unused()  # the distinct prompts' copy goes back to the system
     return pairs.select(_where(held, False)), pairs.select(_where(held, True))
 
 
