@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 4  # bump when tokenization or the cache layout changes, to invalidate caches
 _WRITE_ROWS = 4096  # pairs per Arrow record batch while streaming
 _MAP_BATCH = 512  # pairs per tokenizer call
+MAX_DEFAULT_PROCS = 8
+"""Default ceiling on tokenizing processes: each is forked from the preparing process and held about
+0.7-0.9 GB (PSS) at 1M pairs on the 2-core machine, so a 64-core node must not start 64 unasked."""
 PARALLEL_FROM = 20_000
 """Pairs below which tokenization stays in one process (starting workers costs more than it saves)."""
 
@@ -323,8 +326,9 @@ def write_kept(tokens: Any, report: DataReport, name: str, lengths: dict[str, li
             setattr(report, f"kept_{name}", getattr(report, f"kept_{name}") + int(fits.sum()))
             for n in _LENGTHS:  # a copy: a view would keep the whole record batch (its token ids) alive
                 lengths[n].append(np.array(batch.column(n), dtype=np.int32))
-            kept = batch.filter(pa.array(fits)).select(keep).replace_schema_metadata(None)
-            hashes.update(batch.filter(pa.array(fits)).column("prompt_hash").to_pylist())
+            rows = batch.filter(pa.array(fits))
+            hashes.update(rows.column("prompt_hash").to_pylist())
+            kept = rows.select(keep).replace_schema_metadata(None)
             if kept.num_rows and writer is None:
                 sink = pa.OSFile(str(path), "wb")
                 writer = pa.ipc.new_stream(sink, kept.schema)
@@ -384,7 +388,7 @@ class DataSettings:
     max_eval_samples: int | None = None
     cache_dir: str | None = None
     num_proc: int | None = None
-    """Tokenizing processes for a large set (TRL's ``dataset_num_proc``); None: the usable cores."""
+    """Tokenizing processes for a large set (TRL's ``dataset_num_proc``); None: :meth:`processes`."""
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> DataSettings:
@@ -401,10 +405,11 @@ class DataSettings:
                    values.get("dataset_num_proc"))
 
     def processes(self) -> int:
-        """``num_proc``, or the cores this process may use."""
+        """``num_proc``, or the cores this process may use, at most :data:`MAX_DEFAULT_PROCS`."""
         if self.num_proc:
             return self.num_proc
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(cores, MAX_DEFAULT_PROCS)
 
     def cache_key(self) -> dict[str, Any]:
         """The settings that change the prepared data (not where it is kept, nor how many processes make it)."""
