@@ -142,7 +142,6 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     from transformers import TrainerCallback
     from trl import RewardConfig
 
-    from reward.packing import set_packed_attention
     from reward.reward_config import RewardkitConfig
     from reward.trainer import RewardkitTrainer
 
@@ -158,7 +157,7 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
                   max_length=max_length, gradient_checkpointing=stock, bf16=cuda or cpu_bf16, logging_steps=10**6,
                   save_strategy="no", report_to="none", learning_rate=1e-5, dataloader_pin_memory=cuda,
                   use_cpu=not cuda, disable_tqdm=True, logging_nan_inf_filter=trl)  # TRL keeps its default
-    args = RewardConfig(**config) if trl else RewardkitConfig(**config, packing=True,
+    args = RewardConfig(**config) if trl else RewardkitConfig(**config, packing=True, packed_attention=attn,
                                                                max_tokens_per_batch=max_tokens or None)
     if trl:
         from datasets import Dataset
@@ -175,7 +174,6 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
         from reward.packing import PackedPreferenceCollator
 
         rows = packed_rows(pairs, tok, max_length)
-        set_packed_attention(model, attn, device, half=cuda)
         counter = Counter(PackedPreferenceCollator(pad_token_id=tok.pad_token_id), packed=True)
         trainer = RewardkitTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                                    data_collator=counter)

@@ -319,12 +319,14 @@ LEGACY_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 def readable_by_older_transformers(folder: Path) -> None:
     """Make a transformers-5 save load with the same rewards under transformers 4.x (RewardBench pins 4.51).
 
-    Two things in a 5.x save are misread there, silently for the first: ``config.json`` holds the RoPE
+    Three things in a 5.x save are misread there, silently for the first: ``config.json`` holds the RoPE
     base only inside ``rope_parameters``, so 4.x builds the model with its default base (10000 instead of
     SmolLM2's 100000); and ``tokenizer_config.json`` names the class ``TokenizersBackend``, which 4.x does
-    not have. The top-level ``rope_theta`` (and ``rope_scaling`` when the RoPE type is not the default)
-    is what 4.x reads, and 5.x reads it back to the same ``rope_parameters``; ``PreTrainedTokenizerFast``
-    loads the same ``tokenizer.json`` in both. ``tests/test_old_stack.py`` pins this under 4.51."""
+    not have; Qwen-MoE configs name the expert count ``num_local_experts``, where 4.x reads ``num_experts``
+    (and fails to load: its default is 128). The top-level ``rope_theta`` (and ``rope_scaling`` when the
+    RoPE type is not the default) is what 4.x reads, and 5.x reads it back to the same
+    ``rope_parameters``; ``PreTrainedTokenizerFast`` loads the same ``tokenizer.json`` in both.
+    ``tests/test_old_stack.py`` and ``tests/test_architectures.py`` pin this under 4.51."""
     config_path = folder / "config.json"
     config = json.loads(config_path.read_text())
     for holder in (config, config.get("text_config") or {}):
@@ -333,6 +335,8 @@ def readable_by_older_transformers(folder: Path) -> None:
             holder.setdefault("rope_theta", rope["rope_theta"])
             if rope.get("rope_type", "default") != "default":
                 holder.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+        if holder.get("model_type") in ("qwen2_moe", "qwen3_moe") and "num_local_experts" in holder:
+            holder.setdefault("num_experts", holder["num_local_experts"])  # 4.x's name; 4.x would build 128 experts
     atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     tok_path = folder / "tokenizer_config.json"
     if tok_path.is_file():

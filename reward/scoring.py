@@ -21,7 +21,6 @@ from typing import Any, NamedTuple
 from .data.formatting import Message, as_messages, encode_pairs, encode_texts, fit_to_length
 from .errors import ScoringError
 from .rundir import TRAIN_PROMPTS, held_out_reward_stats
-from .seams import attn_implementation
 
 logger = logging.getLogger(__name__)
 Prompt = str | Sequence[Message]
@@ -93,10 +92,12 @@ class RewardModel:
         self.source = source
         self._packing_checked_len = 0  # longest sequence whose packed reward was checked against padded
         self._packing_ok: bool | None = None  # False once packed scoring disagreed with padded scoring
-        if self.packable():  # prompt-shared scoring uses FlashAttention varlen where it can run
+        self._packed_mode: str | None = None  # the packed attention mode, None: scored padded only
+        if self._has_token_head():
             from .packing import set_packed_attention
 
-            set_packed_attention(model, "auto", self.device, half=self.half)
+            mode = set_packed_attention(model, "auto", self.device, half=self.half)
+            self._packed_mode = None if mode == "padded" else mode
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: Any = None, dtype: Any = None,
@@ -191,16 +192,17 @@ class RewardModel:
         return out
 
     def packable(self) -> bool:
-        """Whether pairs can be scored prompt-shared (``reward.packing``): a per-token ``score`` head
-        and an attention implementation that takes a 4D mask."""
+        """Whether pairs can be scored prompt-shared (``reward.packing``): a per-token ``score`` head on a
+        model whose forward can run a packed row (``reward.packing.cannot_pack``)."""
+        return self._packed_mode is not None
+
+    def _has_token_head(self) -> bool:
         from .modeling import head_name
-        from .packing import SUPPORTED_ATTENTION
 
         try:
-            head = head_name(self.model)
+            return head_name(self.model) == "score"
         except ValueError:
             return False
-        return head == "score" and attn_implementation(self.model) in SUPPORTED_ATTENTION
 
     def score_sequence_groups(self, groups: Sequence[Sequence[Sequence[int]]], batch_size: int = 16,
                               pack_tokens: int | None = None, progress: bool = False) -> list[list[float]]:
@@ -273,7 +275,7 @@ class RewardModel:
             return True
         self._packing_ok = False
         logger.warning("prompt-shared scoring differs from padded scoring by %.3g on this model (%s attention): "
-                       "scoring padded instead", worst, attn_implementation(self.model))
+                       "scoring padded instead", worst, self._packed_mode)
         return False
 
     def encode(self, prompts: Sequence[Prompt], responses: Sequence[Sequence[str]],

@@ -41,6 +41,15 @@ def attn_implementation(model: Any) -> str:
     return getattr(config_holder(model).config, "_attn_implementation", None) or "sdpa"
 
 
+def model_eager_attention(module: Any) -> Any:
+    """The eager attention function of an attention module's own modeling file, or None: by transformers'
+    convention each ``modeling_*.py`` defines ``eager_attention_forward`` (a module-level name, not an API),
+    and it is the one function that computes a family's softcap or sinks as the model does padded."""
+    import importlib
+
+    return getattr(importlib.import_module(type(module).__module__), "eager_attention_forward", None)
+
+
 def config_holder(model: Any) -> Any:
     """The module that carries ``config`` inside DDP / DeepSpeed wrappers (``.module``)."""
     while not hasattr(model, "config") and hasattr(model, "module"):

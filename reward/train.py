@@ -194,7 +194,7 @@ def setup(recipe: Recipe) -> TrainingRun:
         logger.info("data:\n%s", data.report.summary())
     if data.train is None:
         raise DataError(f"no training pairs left after preparation; see {writer.dir / DATA_REPORT}.")
-    model = _load_model(recipe, source, tokenizer, state.device)
+    model = _load_model(recipe, source, tokenizer)
     push = _hold_hub_push(args)
     if args.eval_strategy != "no" and data.eval is None:
         logger.warning("eval_strategy %s but no eval pairs: evaluation during training is off", args.eval_strategy)
@@ -220,9 +220,9 @@ def load_data(recipe: Recipe, source: Any) -> tuple[Any, Any]:
     return tokenizer, prepare_data(recipe.sources, tokenizer, DataSettings.from_recipe(recipe))
 
 
-def _load_model(recipe: Recipe, source: Any, tokenizer: Any, device: Any) -> Any:
-    """The reward model to train: its head drawn under the run's seed, the packed attention set, the
-    lower layers frozen when the recipe asks."""
+def _load_model(recipe: Recipe, source: Any, tokenizer: Any) -> Any:
+    """The reward model to train: its head drawn under the run's seed, the lower layers frozen when the
+    recipe asks (the trainer sets its packed attention)."""
     from transformers import set_seed
 
     from .modeling import freeze_lower_layers, head_outputs, load_reward_model
@@ -232,12 +232,6 @@ def _load_model(recipe: Recipe, source: Any, tokenizer: Any, device: Any) -> Any
     # seeds anything: seed here, or the same recipe trains a different model each run.
     set_seed(args.seed)
     model = load_reward_model(margs, source, tokenizer, num_labels=head_outputs(args.length_debias))
-    if args.packing:
-        from .packing import set_packed_attention
-
-        half = bool(args.bf16 or args.fp16 or margs.load_in_4bit)
-        impl = set_packed_attention(model, args.packed_attention, device, half=half)
-        logger.info("packed forward: %s attention", impl)
     if margs.freeze_trainable_layers is not None:
         n = freeze_lower_layers(model, margs.freeze_trainable_layers)
         logger.info("freeze_trainable_layers=%d: %.1fM trainable parameters", margs.freeze_trainable_layers, n / 1e6)

@@ -3,8 +3,10 @@
 What it changes, and why:
 - ``compute_loss`` runs the prompt-sharing packed forward (``reward.packing``) when the batch is
   packed, TRL's padded forward otherwise; the loss terms are the pure functions of ``reward.losses``.
-- Its settings (packing, token budget, length debiasing) are fields of its ``args``
-  (``reward.reward_config.RewardkitConfig``), as TRL's trainer reads ``center_rewards_coefficient``.
+- Its settings (packing and its attention mode, token budget, length debiasing) are fields of its
+  ``args`` (``reward.reward_config.RewardkitConfig``), as TRL's trainer reads
+  ``center_rewards_coefficient``; the trainer sets the model's packed attention itself, so a trainer
+  built from Python runs what its ``args`` say.
 - Metrics: TRL calls ``.item()`` several times per micro-batch (a host sync each) and logs accuracy
   as a mean of batch means that counts ties as losses. Here counts accumulate on the device and are
   reduced across processes once per ``log``: exact accuracy, ties apart. Evaluation counts go
@@ -38,15 +40,34 @@ from .packing import (
     PackedPreferenceCollator,
     ScoreCapture,
     TokenBudgetBatchSampler,
+    attention_features,
+    describe,
     longest_row,
     packed_pair_lengths,
     packed_rewards,
+    set_packed_attention,
 )
 from .reward_config import RewardkitConfig
 from .seams import PACKED_COLUMNS, reward_trainer_accepts_outputs
 
 logger = logging.getLogger(__name__)
 _STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")
+
+
+def _set_packed_forward(model: Any, config: RewardkitConfig) -> None:
+    """Point ``model`` at the packed attention ``config.packed_attention`` asks for; a model that cannot
+    pack under ``auto`` trains padded (``config.packing`` becomes false, with the warning saying why)."""
+    if not isinstance(model, torch.nn.Module):
+        return
+    half = bool(config.bf16 or config.fp16 or getattr(model, "is_loaded_in_4bit", False))
+    mode = set_packed_attention(model, config.packed_attention, config.device, half=half)
+    if mode == "padded":
+        if config.length_debias != "none":
+            raise RecipeError(f"recipe key 'length_debias': {config.length_debias} needs the packed forward, which "
+                              "this model cannot run (see the warning above): use length_debias: none.")
+        config.packing = False
+        return
+    logger.info("packed forward: %s attention (%s)", mode, describe(attention_features(model)))
 
 
 class RewardkitTrainer(RewardTrainer):
@@ -57,6 +78,8 @@ class RewardkitTrainer(RewardTrainer):
         config = kwargs.get("args", args[1] if len(args) > 1 else None)
         if not isinstance(config, RewardkitConfig):
             raise TypeError("RewardkitTrainer takes its settings from a reward.reward_config.RewardkitConfig as `args`.")
+        if config.packing:
+            _set_packed_forward(kwargs.get("model", args[0] if args else None), config)
         if config.packing and kwargs.get("data_collator") is None:
             tok = kwargs["processing_class"]
             kwargs["data_collator"] = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)

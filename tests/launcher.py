@@ -106,9 +106,15 @@ def run_all(cmds: Sequence[Sequence[str]], env: dict[str, str], timeout: float, 
     if failed:
         pytest.fail(f"{what} failed:\n" + "\n".join(
             f"--- process tree {i} (rc {o.returncode}) ---\n" + "\n".join(
-                x for x in o.stderr.splitlines() if "Error" in x or "error" in x or "Traceback" in x or 'File "' in x
+                x for x in o.stderr.splitlines() if any(w in x for w in _FAILURE_WORDS)
             )[-4000:] for i, o in failed))
     return outs
+
+
+_FAILURE_WORDS = ("Error", "error", "Traceback", 'File "', "terminate", "Signal", "signal", "exitcode", "Fatal",
+                  "Segmentation", "Aborted", "core dumped")
+"""Lines of a failed tree's stderr worth showing: tracebacks, and how a rank died natively (torchrun's
+``exitcode : -6`` / ``Signal 6 (SIGABRT)``, ``terminate called …``, faulthandler's ``Fatal Python error``)."""
 
 
 def _descendants(roots: list[int]) -> dict[int, int]:

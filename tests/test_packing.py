@@ -29,11 +29,14 @@ def _model(tiny_model_dir, impl: str, dtype=torch.float32):
     return AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, attn_implementation=impl, dtype=dtype).eval()
 
 
-@pytest.mark.parametrize("impl", ["sdpa", "eager"])
-def test_packed_equals_padded_fp32(tiny_model_dir, impl):
+@pytest.mark.parametrize("impl,mode", [("sdpa", "dense"), ("eager", "dense"), ("sdpa", "varlen")])
+def test_packed_equals_padded_fp32(tiny_model_dir, impl, mode):
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
+    from reward.packing import set_packed_attention
+
     model = _model(tiny_model_dir, impl)
+    assert set_packed_attention(model, mode, "cpu") == mode
     pad = model.config.pad_token_id
     for seed in range(3):
         exs = _examples(6, 1000, pad, seed)
@@ -111,10 +114,11 @@ def _padded_reference(model, exs):
 def test_varlen_layout_equals_padded_fp32(tiny_model_dir):
     """The varlen segments (keys gathered per segment, causal aligned bottom-right) give the padded
     model's rewards; on CPU they run through the SDPA reference, which is what CUDA's kernel must match."""
-    from reward.packing import VARLEN, attn_implementation, set_packed_attention
+    from reward.packing import PACKED, set_packed_attention
+    from reward.seams import attn_implementation
 
     model = _model(tiny_model_dir, "sdpa")
-    assert set_packed_attention(model, "varlen", "cpu") == VARLEN and attn_implementation(model) == VARLEN
+    assert set_packed_attention(model, "varlen", "cpu") == "varlen" and attn_implementation(model) == PACKED
     pad = model.config.pad_token_id
     for seed in range(3):
         exs = _examples(6, 1000, pad, 10 + seed)
@@ -159,10 +163,10 @@ def test_varlen_gradients_equal_dense_fp32(tiny_model_dir):
     the dense mask's gradients, and ``auto`` picks it on CPU in fp32 and in bf16."""
     import torch.nn.functional as F
 
-    from reward.packing import VARLEN, set_packed_attention
+    from reward.packing import set_packed_attention
 
     for half in (False, True):
-        assert set_packed_attention(_model(tiny_model_dir, "sdpa"), "auto", "cpu", half=half) == VARLEN
+        assert set_packed_attention(_model(tiny_model_dir, "sdpa"), "auto", "cpu", half=half) == "varlen"
     pad = _model(tiny_model_dir, "sdpa").config.pad_token_id
     batch = PackedPreferenceCollator(pad_token_id=pad)(_examples(6, 1000, pad, 5))
     grads = {}
@@ -181,7 +185,7 @@ def test_varlen_gradients_equal_dense_fp32(tiny_model_dir):
 def test_varlen_layout_that_never_reaches_the_attention_stops(tiny_model_dir):
     """A model whose attention layers drop keyword arguments would run SDPA under the placeholder mask
     (every token seeing every pair): the packed forward refuses instead of returning wrong rewards."""
-    from reward.packing import VARLEN, set_packed_attention
+    from reward.packing import PACKED, set_packed_attention
     from reward.recipe import RecipeError
 
     model = _model(tiny_model_dir, "sdpa")
@@ -192,11 +196,11 @@ def test_varlen_layout_that_never_reaches_the_attention_stops(tiny_model_dir):
     original = layer.forward
 
     def drop_layout(*args, **kwargs):
-        kwargs.pop(VARLEN, None)
+        kwargs.pop(PACKED, None)
         return original(*args, **kwargs)
 
     layer.forward = drop_layout
-    with pytest.raises(RecipeError, match="packed_attention: dense"), torch.no_grad():
+    with pytest.raises(RecipeError, match="does not pass keyword arguments.*packing: false"), torch.no_grad():
         packed_rewards(model, ScoreCapture(model.score), batch)
     layer.forward = original
     with torch.no_grad():  # a padded call under the same implementation still runs
@@ -239,11 +243,12 @@ def test_packed_attention_switches_a_peft_wrapped_model(tiny_model_dir):
     """Scoring a LoRA run sets the attention on base + adapter: the switch must reach the real model."""
     from peft import LoraConfig, get_peft_model
 
-    from reward.packing import VARLEN, attn_implementation, set_packed_attention
+    from reward.packing import PACKED, set_packed_attention
+    from reward.seams import attn_implementation
 
     model = get_peft_model(_model(tiny_model_dir, "sdpa"), LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["q_proj"]))
-    assert set_packed_attention(model, "varlen", "cpu") == VARLEN
-    assert attn_implementation(model) == VARLEN and model.get_base_model().config._attn_implementation == VARLEN
+    assert set_packed_attention(model, "varlen", "cpu") == "varlen"
+    assert attn_implementation(model) == PACKED and model.get_base_model().config._attn_implementation == PACKED
 
 
 def test_pair_lengths_and_longest_row_read_arrow_through_a_selection():

@@ -131,17 +131,18 @@ def test_ranking_shares_the_prompt_and_falls_back_when_the_mask_is_ignored(rm, t
     import torch
 
     import reward.packing
+    import reward.packing.attention
 
     answers = ["Boil it.", "Boil it for nine minutes, then cool it in cold water.", "No.", "Boil it for nine."]
     alone = [rm.score("How do I boil an egg?", a) for a in answers]
     ranked = dict(rm.rank("How do I boil an egg?", answers, pack_tokens=64))  # split into several rows
     assert [ranked[a] for a in answers] == pytest.approx(alone, abs=1e-5)
 
-    def attend_everything(model, group_ids, segment_ids):
+    def attend_everything(group_ids, segment_ids, *args, **kwargs):
         t = group_ids.shape[-1]
         return torch.ones((1, 1, t, t), dtype=torch.bool)
 
-    monkeypatch.setattr(reward.packing, "attention_mask_for", attend_everything)
+    monkeypatch.setattr(reward.packing.attention, "dense_mask", attend_everything)
     fresh = RewardModel.from_pretrained(str(tiny_model_dir))
     reward.packing.set_packed_attention(fresh.model, "dense", "cpu")  # the mask path (CPU's default is varlen)
     with caplog.at_level("WARNING", logger="reward.scoring"):

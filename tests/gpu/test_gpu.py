@@ -39,7 +39,8 @@ def _random_groups(seed: int, n: int = 12):
 def test_varlen_kernel_matches_segment_reference(dtype):
     """FlashAttention varlen on the packed layout (bottom-right causal, GQA) = the per-segment SDPA
     reference in fp32, forward and backward."""
-    from reward.packing import _flash_varlen, pack_groups, segment_attention, varlen_available
+    from reward.packing import pack_groups, segment_attention, varlen_available
+    from reward.packing.attention import _flash_varlen
 
     if not varlen_available("cuda"):
         pytest.skip("torch.nn.attention.varlen is not in this torch")
@@ -72,13 +73,13 @@ def test_varlen_model_rewards_match_padded():
     """A bf16 Llama: prompt-shared varlen rewards = padded rewards within bf16 tolerance."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from reward.packing import VARLEN, ScoreCapture, pack_groups, packed_token_rewards, set_packed_attention
+    from reward.packing import ScoreCapture, pack_groups, packed_token_rewards, set_packed_attention
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8,
                       num_key_value_heads=2, num_labels=1, pad_token_id=0, max_position_embeddings=1024)
     model = LlamaForSequenceClassification(cfg).cuda().to(torch.bfloat16).eval()
-    assert set_packed_attention(model, "auto", "cuda", half=True) == VARLEN
+    assert set_packed_attention(model, "auto", "cuda", half=True) == "varlen"
     groups = _random_groups(1, n=6)
     seqs = [p + s for p, ss in groups for s in ss]
     with torch.no_grad():
@@ -100,6 +101,7 @@ def test_varlen_under_autocast_trains():
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     import reward.packing as packing
+    import reward.packing.attention
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=1000, hidden_size=192, intermediate_size=384, num_hidden_layers=3, num_attention_heads=3,
@@ -114,7 +116,8 @@ def test_varlen_under_autocast_trains():
         with torch.no_grad():
             ref = torch.stack([model(input_ids=torch.tensor([x], device="cuda")).logits[0, 0].float() for x in seqs])
         cap = packing.ScoreCapture(model.score)
-        with mock.patch.object(packing, "segment_attention", side_effect=AssertionError("reference path on CUDA")):
+        reference = AssertionError("reference path on CUDA")
+        with mock.patch.object(reward.packing.attention, "segment_attention", side_effect=reference):
             got = packing.packed_token_rewards(model, cap, batch)[batch["reward_index"]].float()
     got.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
