@@ -32,8 +32,9 @@ class RewardkitConfig(RewardConfig):
     """Padding-free, prompt-sharing forward (exactly the padded model's rewards; see reward.packing)."""
     packed_attention: str = "auto"
     """How the packed forward attends: ``varlen`` (FlashAttention varlen on CUDA, per-segment SDPA on
-    CPU), ``flex`` (FlexAttention block mask), ``dense`` (SDPA with a T×T mask); ``auto``: varlen on
-    CPU and on CUDA in fp16/bf16, dense on CUDA in fp32."""
+    CPU), ``flex`` (FlexAttention block mask), ``dense`` (SDPA with a T×T mask); each applies every
+    layer's own window, softcap and sinks. ``auto``: varlen on CPU and on CUDA in fp16/bf16, dense on
+    CUDA in fp32 or for a model with a softcap or sinks; a model that cannot pack trains padded."""
     max_tokens_per_batch: int | None = None
     """Token budget of a packed micro-batch (prompt once + both responses), filled with pairs of
     similar length; replaces ``per_device_train_batch_size`` for training. None: a fixed pair count."""
@@ -44,6 +45,10 @@ class RewardkitConfig(RewardConfig):
     length_debias_coef: float = 0.2
     """Weight of the length terms (``odin``: correlation terms; ``corr_penalty``: |corr(reward, length)|).
     0.2: on the quickstart, 1.0 over-corrected (the correlation changed sign, accuracy fell to chance)."""
+    router_aux_loss_coef: float | None = None
+    """Weight of a mixture-of-experts base's router load-balancing loss, added in training as the family's
+    causal LM adds it (``reward.routing``). None: the model config's ``router_aux_loss_coef`` (0.001 for
+    Mixtral and Qwen3-MoE); 0: off. Dense models ignore it."""
     eval_max_pairs: int = 512
     """Pairs the final evaluation report (and export verification) uses."""
 
@@ -68,6 +73,9 @@ class RewardkitConfig(RewardConfig):
         coef = self.length_debias_coef
         if not (isinstance(coef, (int, float)) and coef >= 0 and coef == coef):
             raise RecipeError(f"recipe key 'length_debias_coef': {coef} must be a number ≥ 0.")
+        aux = self.router_aux_loss_coef
+        if aux is not None and not (isinstance(aux, (int, float)) and aux >= 0 and aux == aux):
+            raise RecipeError(f"recipe key 'router_aux_loss_coef': {aux} must be a number ≥ 0 (0: off).")
         if self.max_tokens_per_batch is not None:
             if self.max_tokens_per_batch <= 0:
                 raise RecipeError(f"recipe key 'max_tokens_per_batch': {self.max_tokens_per_batch} must be a positive "

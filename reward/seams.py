@@ -50,6 +50,25 @@ def model_eager_attention(module: Any) -> Any:
     return getattr(importlib.import_module(type(module).__module__), "eager_attention_forward", None)
 
 
+def router_logits_source(model: Any) -> tuple[type, int] | None:
+    """(router module class, index of its logits in the router's output) of a mixture-of-experts model,
+    or None: transformers records ``router_logits`` with hooks declared in the model class's private
+    ``_can_record_outputs`` table (``OutputRecorder(target_class, index)``), the table its MoE causal LMs
+    read their load-balancing loss from."""
+    owner = model if isinstance(model, type) else type(model)
+    recorder = (getattr(owner, "_can_record_outputs", None) or {}).get("router_logits")
+    cls = getattr(recorder, "target_class", None)
+    return (cls, int(getattr(recorder, "index", 0) or 0)) if isinstance(cls, type) else None
+
+
+def family_load_balancing_loss(router_class: type) -> Any:
+    """The family's own ``load_balancing_loss_func`` (a module-level name of its ``modeling_*.py``, the
+    function its causal LM adds to the loss), or None."""
+    import importlib
+
+    return getattr(importlib.import_module(router_class.__module__), "load_balancing_loss_func", None)
+
+
 def config_holder(model: Any) -> Any:
     """The module that carries ``config`` inside DDP / DeepSpeed wrappers (``.module``)."""
     while not hasattr(model, "config") and hasattr(model, "module"):

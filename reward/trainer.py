@@ -15,6 +15,8 @@ What it changes, and why:
   length (``reward.packing.TokenBudgetBatchSampler``) instead of a fixed pair count.
 - ZeRO with optimizer offload gets DeepSpeed's CPU Adam (with the Trainer's parameter groups): the
   Trainer hands DeepSpeed a torch AdamW, which DeepSpeed refuses under offload.
+- A mixture-of-experts base adds its router's load-balancing loss in training (``reward.routing``), as
+  the family's causal LM does; TRL's reward trainer drops it.
 - ``length_debias`` (``corr_penalty``, ``odin``): extra loss terms TRL lacks; an ODIN head has two
   outputs (quality, length) and accuracy, reports and exports use the quality one.
 - A NaN or infinite training loss stops the run (``TrainingDiverged``) at the next log step instead
@@ -48,6 +50,7 @@ from .packing import (
     set_packed_attention,
 )
 from .reward_config import RewardkitConfig
+from .routing import RouterLoss
 from .seams import PACKED_COLUMNS, reward_trainer_accepts_outputs
 
 logger = logging.getLogger(__name__)
@@ -86,6 +89,9 @@ class RewardkitTrainer(RewardTrainer):
         with reward_trainer_accepts_outputs(kwargs.get("model")):
             super().__init__(*args, **kwargs)
         self._check_head_trainable()
+        self._router = RouterLoss.for_model(unwrap_peft(self.model), config.router_aux_loss_coef)
+        if self._router is not None:
+            logger.info("mixture of experts: router load-balancing loss × %g added in training", self._router.coef)
         self._capture: ScoreCapture | None = None
         self._stats: dict[str, torch.Tensor] = {}
 
@@ -174,6 +180,8 @@ class RewardkitTrainer(RewardTrainer):
     def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
         mode = "train" if self.model.training else "eval"
+        if self._router is not None:
+            self._router.start()
         chosen, rejected, tokens = self.pair_rewards(model, inputs)
         bt_chosen, bt_rejected, extra = self.length_terms(chosen, rejected, inputs)
         if chosen.dim() == 2:  # ODIN: the quality head is the reward model's reward
@@ -182,6 +190,10 @@ class RewardkitTrainer(RewardTrainer):
         loss = per_pair.mean() + extra
         if self.args.center_rewards_coefficient is not None:
             loss = loss + losses.centering(bt_chosen, bt_rejected, self.args.center_rewards_coefficient)
+        if self._router is not None and mode == "train":  # the reward model's eval loss stays Bradley-Terry
+            aux = self._router.loss(inputs.get("attention_mask"))
+            if aux is not None:
+                loss = loss + aux
         with torch.no_grad():
             gap = (chosen - rejected).float()
             pair_loss = per_pair.detach().float()

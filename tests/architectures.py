@@ -130,3 +130,15 @@ def make(family: Family, out: Path, tokenizer_dir: Path) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def readme_rows() -> list[str]:
+    """The README's architecture table, one row per family, as this matrix tests it."""
+    rows = []
+    for f in FAMILIES.values():
+        feats = {"window": f"window ({WINDOW} here)", "softcap": "logit softcap", "sinks": "sinks"}
+        what = ", ".join(feats[x] for x in f.features) or "causal"
+        packs = "exact (`dense`, `varlen`)" if f.packs else "`auto`: padded, one warning; explicit mode refused"
+        old = ("yes" if not f.differs_in_451 else "loads; 4.51 computes differently") if f.in_transformers_451 else "—"
+        rows.append(f"| {f.name} | {what} | {packs} | `{', '.join(f.lora_targets)}` | {old} | yes |")
+    return rows

@@ -101,6 +101,33 @@ def test_packed_forward_computes_each_layers_attention(family_dir, name):
             assert (grads[n] - g).abs().max() <= 1e-5 * g.abs().max().clamp(min=1e-8), (mode, n)
 
 
+def test_flex_computes_softcap_and_per_layer_windows(family_dir):
+    """``flex`` (compiled FlexAttention on CPU, forward only: the compile costs ~10-25 s): Gemma 2's window
+    and softcap, Gemma 3's local and global layers, through one block mask per window size."""
+    from reward.packing import PackedPreferenceCollator, ScoreCapture, packed_rewards, set_packed_attention
+
+    for name in ("gemma2", "gemma3"):
+        ref_model = _load(family_dir(name)).eval()
+        exs = _examples(ref_model.config.pad_token_id, seed=2)
+        model = _load(family_dir(name)).eval()
+        assert set_packed_attention(model, "flex", "cpu", half=False) == "flex"
+        with torch.no_grad():
+            ref = _padded(ref_model, exs)
+            got = torch.cat(packed_rewards(model, ScoreCapture.for_model(model),
+                                           PackedPreferenceCollator(pad_token_id=model.config.pad_token_id)(exs)))
+        assert (got - ref).abs().max() <= 1e-5 * ref.abs().max(), name
+
+
+def test_readme_table_is_the_matrix():
+    """The README's architecture table says what this matrix tests, row for row."""
+    from tests.architectures import readme_rows
+    from tests.conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ") and line.endswith("| yes |")]
+    assert table == readme_rows()
+
+
 def test_a_family_without_position_ids_runs_padded_or_is_refused(family_dir, caplog):
     """Falcon's classifier drops position_ids: ``auto`` falls back to the padded forward with one warning
     naming why; an explicit mode is refused."""
@@ -219,3 +246,60 @@ def test_exports_load_with_the_same_rewards_under_transformers_4_51(family_runs)
         if (abs(got - want) > 1e-4) != bool(family.differs_in_451):
             off[family.name] = (got, want)
     assert not off, off
+
+
+@pytest.mark.parametrize("name", ["mixtral", "qwen3_moe", "gpt_oss"])
+def test_moe_router_loss_is_the_familys_own(family_dir, tokenizer_dir, tmp_path, name):
+    """A mixture-of-experts base adds ``router_aux_loss_coef`` × its family's load-balancing loss in training,
+    on the router logits transformers itself records (``output_router_logits``); the packed forward feeds it
+    one logit row per packed token; eval loss stays Bradley-Terry; a dense model and a coefficient of 0 add nothing."""
+    import importlib
+
+    from transformers import AutoTokenizer
+
+    from reward.packing import PackedPreferenceCollator
+    from reward.reward_config import RewardkitConfig
+    from reward.routing import RouterLoss
+    from reward.trainer import RewardkitTrainer
+
+    model = _load(family_dir(name))
+    assert RouterLoss.for_model(_load(family_dir("llama")), None) is None
+    assert RouterLoss.for_model(model, 0.0) is None
+    router = RouterLoss.for_model(model, None)
+    assert router.coef == model.config.router_aux_loss_coef > 0 and len(router.handles) == model.config.num_hidden_layers
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 11, 0, 0]])
+    mask = (ids != 0).long()
+    router.start()
+    model(input_ids=ids, attention_mask=mask)
+    got = router.loss(mask)
+    recorded = model.model(input_ids=ids, attention_mask=mask, output_router_logits=True).router_logits
+    family = importlib.import_module(type(model).__module__).load_balancing_loss_func
+    want = router.coef * family(recorded, router.num_experts, router.top_k, mask)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    from reward.packing import ScoreCapture, packed_rewards
+
+    packed = PackedPreferenceCollator(pad_token_id=model.config.pad_token_id)(_examples(model.config.pad_token_id, 4, 3))
+    router.start()
+    packed_rewards(model, ScoreCapture.for_model(model), packed)
+    assert [x.shape[0] for x in router.logits] == [packed["input_ids"].shape[1]] * model.config.num_hidden_layers
+    assert router.loss() > 0
+    router.remove()
+
+    # through the trainer: the training loss is Bradley-Terry plus coef × the term; eval is Bradley-Terry
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    from datasets import Dataset
+
+    exs = _examples(tok.pad_token_id, seed=3, n=3)
+    batch = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)(exs)
+    loss = {}
+    for coef in (0.0, 0.5):
+        args = RewardkitConfig(output_dir=str(tmp_path / str(coef)), report_to="none", use_cpu=True,
+                               router_aux_loss_coef=coef)
+        trainer = RewardkitTrainer(model=_load(family_dir(name)), args=args, processing_class=tok,
+                                   train_dataset=Dataset.from_list(exs))
+        trainer.model.train()
+        loss[coef] = trainer.compute_loss(trainer.model, batch).item()
+        if coef:
+            trainer.model.eval()
+            assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(loss[0.0], abs=1e-6)
+    assert loss[0.5] - loss[0.0] > 0.5  # the load-balancing loss is ≥ 1 (1 when perfectly balanced)

@@ -176,3 +176,34 @@ def test_open_progress_bars_are_found_and_closed(capsys):
     assert bar in tqdm._instances
     close_progress_bars()
     assert bar not in tqdm._instances and capsys.readouterr().err.endswith("\n")
+
+
+def test_model_eager_attention_is_the_familys_own(tiny_model_dir):
+    """``eager_attention_forward`` is a module-level name of each family's modeling file: Gemma 2's computes
+    the softcap, gpt-oss's the sinks (the packed forward calls it for those layers)."""
+    import inspect
+
+    from transformers.models.gemma2 import modeling_gemma2
+    from transformers.models.llama import modeling_llama
+
+    from reward import seams
+
+    attn = modeling_gemma2.Gemma2Attention
+    assert seams.model_eager_attention(attn.__new__(attn)) is modeling_gemma2.eager_attention_forward
+    assert "softcap" in inspect.signature(modeling_gemma2.eager_attention_forward).parameters
+    llama = modeling_llama.LlamaAttention
+    assert seams.model_eager_attention(llama.__new__(llama)) is modeling_llama.eager_attention_forward
+
+
+def test_router_logits_source_and_family_loss():
+    """transformers records MoE router logits from ``_can_record_outputs['router_logits']``
+    (``OutputRecorder(router class, index)``); each MoE family's file has ``load_balancing_loss_func``."""
+    from transformers.models.llama import modeling_llama
+    from transformers.models.mixtral import modeling_mixtral
+
+    from reward import seams
+
+    cls, index = seams.router_logits_source(modeling_mixtral.MixtralForSequenceClassification)
+    assert cls is modeling_mixtral.MixtralTopKRouter and index == 0
+    assert seams.family_load_balancing_loss(cls) is modeling_mixtral.load_balancing_loss_func
+    assert seams.router_logits_source(modeling_llama.LlamaForSequenceClassification) is None
