@@ -30,9 +30,8 @@ from bench.common import write_result  # noqa: E402 (after the path insert)
 
 
 def load_pairs(data: str, rm, max_pairs: int | None) -> list[dict]:
-    from reward.data import DataReport, collect_pairs
-    from reward.data.pipeline import prompt_hash
-    from reward.data.sources import DataSource
+    from reward.config import DataSource
+    from reward.data import DataReport, collect_pairs, prompt_hash
 
     pairs, _ = collect_pairs([DataSource.parse(0, {"path": data, "format": "hh-rlhf"})], DataReport(), eval_split_size=0.0)
     seen = rm.trained_prompt_hashes() or set()
@@ -42,7 +41,7 @@ def load_pairs(data: str, rm, max_pairs: int | None) -> list[dict]:
 
 def forms(policy, plain, rm):
     """name → (build(prompt messages, reply) → (text, hint prompt or None), reference prompt for `score`)."""
-    from reward.data.formatting import render_plain
+    from reward.data import render_plain
 
     def policy_render(m, r):
         return policy.apply_chat_template(list(m) + [{"role": "assistant", "content": r}], tokenize=False)
@@ -91,8 +90,8 @@ def main() -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from reward.evaluation import compute_metrics
+    from reward.inference import RewardModel
     from reward.modeling import load_tokenizer
-    from reward.scoring import RewardModel
 
     torch.manual_seed(0)
     rm = RewardModel.from_pretrained(a.model, device="cpu", dtype=torch.float32)

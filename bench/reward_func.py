@@ -70,8 +70,8 @@ def main() -> None:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from reward.inference import RewardModel
     from reward.modeling import parse_dtype
-    from reward.scoring import RewardModel
 
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"

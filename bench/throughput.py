@@ -92,9 +92,8 @@ def sync(device: torch.device) -> None:
 
 
 def load_pairs(path: Path, n: int) -> list[dict]:
-    from reward.data import DataReport
-    from reward.data.adapters import adapt_hh_rlhf
-    from reward.data.sources import DataSource
+    from reward.config import DataSource
+    from reward.data import DataReport, adapt_hh_rlhf
 
     rows = [json.loads(x) for x in gzip.open(path, "rt")][:n]
     return list(adapt_hh_rlhf(rows, DataSource(path=str(path), format="hh-rlhf"), DataReport()))
@@ -103,7 +102,7 @@ def load_pairs(path: Path, n: int) -> list[dict]:
 def fitting_pairs(pairs: list[dict], tok: Any, max_length: int) -> list[dict]:
     """The pairs whose prompt + each response fit ``max_length`` uncut: the ones stock TRL keeps (it drops
     the rest, which are the longest and costliest), so that both paths train the same pairs."""
-    from reward.data.formatting import encode_pairs, fit_to_length
+    from reward.data import encode_pairs, fit_to_length
 
     p_ids, r_ids = encode_pairs(tok, [p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs])
     return [pair for pair, prompt, responses in zip(pairs, p_ids, r_ids)
@@ -112,7 +111,7 @@ def fitting_pairs(pairs: list[dict], tok: Any, max_length: int) -> list[dict]:
 
 def packed_rows(pairs: list[dict], tok: Any, max_length: int) -> list[dict]:
     """The rows rewardkit's data step makes of these pairs (``reward.data.pipeline.encode_batch``)."""
-    from reward.data.pipeline import encode_batch, prompt_key
+    from reward.data import encode_batch, prompt_key
 
     enc = encode_batch({"prompt": [prompt_key(p) for p in pairs], "chosen": [p["chosen"] for p in pairs],
                         "rejected": [p["rejected"] for p in pairs]}, tok, max_length, "left", margin=False)
@@ -142,8 +141,8 @@ def run_one(path_name: str, shape: str, pairs: list[dict], tok, steps: int, warm
     from transformers import TrainerCallback
     from trl import RewardConfig
 
-    from reward.reward_config import RewardkitConfig
-    from reward.trainer import RewardkitTrainer
+    from reward.config import RewardkitConfig
+    from reward.training import RewardkitTrainer
 
     with torch.device(device):  # initialise on the device: a 1.5B model on the host takes tens of seconds
         model = random_reward_model(shape, tok)

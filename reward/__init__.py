@@ -1,10 +1,21 @@
 """rewardkit: train, evaluate, export and serve Bradley-Terry reward models.
 
-Public API: :class:`RewardModel` (scoring) and the original project's :class:`RewardModelEvaluator`.
+The package follows the data flow, one subpackage a stage, each with a small facade:
+
+    config → data → modeling → packing → training → inference → evaluation → export
+
+and at the top ``run`` (one training run, end to end) and ``cli``. Below them all: ``errors``,
+``seams`` (every reliance on a library's private detail), ``coercion`` and ``rundir`` (the run
+directory's files and atomic writes). No module imports a later stage (``tests/test_structure.py``).
+
+Public API: :func:`load_recipe`, :class:`RewardkitConfig`, :class:`RewardkitTrainer`, :func:`run_training`,
+:func:`export_run`, :class:`RewardModel` (scoring) and the original project's :class:`RewardModelEvaluator`.
 """
 
 import os
 from importlib.metadata import PackageNotFoundError, version
+
+from .facade import lazy_names
 
 # Arrow's allocator, chosen before pyarrow first loads (datasets imports it): the system one. pyarrow ≥ 25
 # defaults to its bundled mimalloc, whose per-thread state has crashed processes at thread start and exit
@@ -19,16 +30,16 @@ try:  # pyproject.toml is the one place the version is written
 except PackageNotFoundError:  # a source tree on sys.path, never installed
     __version__ = "0+unknown"
 
-__all__ = ["RewardModel", "RewardModelEvaluator", "__version__"]
+_HOMES = {
+    "RewardModel": ".inference.model",
+    "RewardModelEvaluator": ".inference.legacy",
+    "RewardkitTrainer": ".training.trainer",
+    "RewardkitConfig": ".config.reward_config",
+    "Recipe": ".config.recipe",
+    "load_recipe": ".config.recipe",
+    "run_training": ".run",
+    "export_run": ".export.write",
+}
+__all__ = [*sorted(_HOMES), "__version__"]
 
-
-def __getattr__(name: str):  # lazy: `import reward` stays cheap for the CLI's recipe checks
-    if name == "RewardModel":
-        from .scoring import RewardModel
-
-        return RewardModel
-    if name == "RewardModelEvaluator":
-        from .legacy import RewardModelEvaluator
-
-        return RewardModelEvaluator
-    raise AttributeError(name)
+__getattr__ = lazy_names(__name__, _HOMES)  # lazy: `import reward` stays cheap for the CLI's recipe checks

@@ -14,64 +14,76 @@ import sys
 import threading
 from typing import Any
 
+from .config.recipe import load_recipe
 from .errors import DataError, user_error
-from .recipe import load_recipe, merge
 from .seams import close_progress_bars
 
 
 def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .launching import ensure_zero3_saves_weights, relaunch
+    from .training.launching import ensure_zero3_saves_weights, relaunch
 
     ensure_zero3_saves_weights()  # inside an `accelerate launch`: before the recipe builds TrainingArguments
     recipe = load_recipe(ns.recipe, rest)  # fail fast, before any relaunch or model load
     if ns.accelerate_config:
         return relaunch(ns.accelerate_config, ["train", ns.recipe, *rest], ns.num_processes)
-    from .train import leave_process_group, run_training
+    from .run import leave_process_group, run_training
+    from .rundir import latest_checkpoint
 
-    print(f"run directory: {run_training(recipe)}")
+    try:
+        run_dir = run_training(recipe)
+    except KeyboardInterrupt:  # one line, no traceback; the run is not stamped complete
+        close_progress_bars()
+        last = latest_checkpoint(recipe.training.output_dir)
+        print("interrupted: " + (f"the last complete checkpoint is {last} (continue with --resume_from_checkpoint "
+                                 "latest)" if last else "no complete checkpoint was saved"), file=sys.stderr)
+        return 130
+    print(f"run directory: {run_dir}")
     leave_process_group()
     return 0
 
 
 def cmd_data_inspect(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .train import load_data
+    from .modeling.source import ModelSource
+    from .run import load_data
 
-    recipe = load_recipe(ns.recipe, rest + _inspect_overrides(ns, rest))
-    _, data = load_data(recipe, recipe.model_source())
+    recipe = _inspect_recipe(ns, load_recipe(ns.recipe, rest))
+    _, data = load_data(recipe, ModelSource.of_recipe(recipe))
     print(data.report.to_json() if ns.json else data.report.summary())
     return 0
 
 
-def _inspect_overrides(ns: argparse.Namespace, rest: list[str]) -> list[str]:
-    """``data inspect``'s --max_length, --data and --format as recipe overrides (a --format alone applies
-    to the recipe's own sources, checked like a recipe's format key)."""
-    out = ["--max_length", str(ns.max_length)] if ns.max_length is not None else []
+def _inspect_recipe(ns: argparse.Namespace, recipe: Any) -> Any:
+    """The recipe with ``data inspect``'s --max_length, --data and --format applied (a --format alone
+    applies to the recipe's own sources), each source checked as a recipe's is."""
+    import dataclasses
+
+    from .config import DataSource
+
+    if ns.max_length is not None:
+        recipe.training.max_length = ns.max_length
     if ns.data:
-        sources = [{"path": ns.data, "format": ns.format or "pairs"}]
+        recipe.data.sources = [DataSource.parse("--data", {"path": ns.data, "format": ns.format or "pairs"})]
     elif ns.format:
-        listed = merge(ns.recipe, rest).get("datasets")
-        sources = [{**({"path": s} if isinstance(s, str) else s), "format": ns.format}
-                   for s in (listed if isinstance(listed, list) else [])]
-    else:
-        return out
-    return out + ["--datasets", json.dumps(sources)]
+        recipe.data.sources = [DataSource.parse("--format", {**dataclasses.asdict(s), "format": ns.format})
+                               for s in recipe.data.sources]
+    return recipe
 
 
 def _reward_model(ns: argparse.Namespace, name: str, max_length: int | None = None) -> Any:
-    from .scoring import RewardModel
+    from .inference.model import RewardModel
 
     return RewardModel.from_pretrained(name, device=ns.device, dtype=ns.dtype, trust_remote_code=ns.trust_remote_code,
                                        max_length=max_length)
 
 
 def _batching(ns: argparse.Namespace) -> Any:
-    from .scoring import Batching
+    from .inference.batches import Batching
 
     return Batching(batch_size=ns.batch_size, pack_tokens=ns.pack_tokens, progress=not ns.no_progress)
 
 
 def _print_metrics(ns: argparse.Namespace, metrics: Any, text: str) -> None:
-    from .evaluation import metrics_json
+    from .rundir import metrics_json
 
     print(metrics_json(metrics) if ns.json else text)
     if ns.report and not ns.json:
@@ -85,7 +97,9 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
         raise DataError("eval needs --data FILE (preference pairs) or --suite SUITE (RewardBench, RM-Bench).")
     if len(ns.model) > 1:
         raise DataError("several models side by side are compared on a --suite; --data takes one model.")
-    from .evaluation import data_notes, evaluate_file, summary_lines, write_report
+    from .evaluation.metrics import summary_lines
+    from .evaluation.pairs import data_notes, evaluate_file
+    from .evaluation.report import write_report
 
     model = ns.model[0]
     result = evaluate_file(_reward_model(ns, model), ns.data, fmt=ns.format, split=ns.split or "train",
@@ -102,7 +116,7 @@ def cmd_eval(ns: argparse.Namespace, rest: list[str]) -> int:
 
 def _eval_suite(ns: argparse.Namespace) -> int:
     """``eval MODEL [MODEL ...] --suite SUITE``: RewardBench v1/v2 or RM-Bench, a column per model."""
-    from .suites import evaluate_suite, read_suite, render_table, write_suite_report
+    from .evaluation.suites import evaluate_suite, read_suite, render_table, write_suite_report
 
     if ns.data:
         raise DataError("give --data or --suite, not both.")
@@ -116,7 +130,7 @@ def _eval_suite(ns: argparse.Namespace) -> int:
 
 
 def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .scorefile import check_output_file, read_scoring_rows, score_jsonl
+    from .inference.scorefile import check_output_file, read_scoring_rows, score_jsonl
 
     if ns.top_k is not None and ns.top_k < 1:
         raise DataError(f"--top_k must be at least 1 (got {ns.top_k}).")
@@ -129,8 +143,8 @@ def cmd_score(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_demo(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .demo import run_demo
-    from .modeling import ModelSource
+    from .inference.demo import run_demo
+    from .modeling.source import ModelSource
 
     policy = ModelSource.resolve(ns.policy, ns.policy_gguf_file, trust_remote_code=ns.trust_remote_code)
     run_demo(policy, ns.reward, ns.prompts, n=ns.n, max_new_tokens=ns.max_new_tokens, out_dir=ns.out, seed=ns.seed)
@@ -138,7 +152,8 @@ def cmd_demo(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_export(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .export import ExportOptions, export_run
+    from .export.options import ExportOptions
+    from .export.write import export_run
 
     export_run(ns.run, ns.output_dir, ExportOptions(
         dtype=ns.dtype, verify_pairs=ns.verify_pairs, tolerance=ns.tolerance, trust_remote_code=ns.trust_remote_code,
@@ -148,7 +163,7 @@ def cmd_export(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_serve(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .serve import ServeSettings, serve
+    from .inference.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch_tokens=ns.max_batch_tokens, max_wait_ms=ns.max_wait_ms,
                              max_body_bytes=ns.max_body_bytes, max_responses=ns.max_responses,
@@ -157,7 +172,7 @@ def cmd_serve(ns: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_plan(ns: argparse.Namespace, rest: list[str]) -> int:
-    from .plan import plan_from_recipe
+    from .training.plan import plan_from_recipe
 
     recipe = load_recipe(ns.recipe, rest)
     result = plan_from_recipe(recipe, ns.accelerate_config, ns.num_gpus, ns.num_machines, ns.gpu_memory_gb)
@@ -366,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminated)
     try:
         return ns.fn(ns, rest)
+    except KeyboardInterrupt:
+        close_progress_bars()
+        print("interrupted", file=sys.stderr)
+        return 130
     except Exception as exc:  # noqa: BLE001 - sorted by user_error; a bug re-raises with its traceback
         error = user_error(exc)
         if error is None:

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +36,7 @@ EVAL_REWARDS = "eval_report/rewards.json"
 LOG_DIR = "logs"
 TRAIN_LOG = "logs/train.log"
 TRAIN_LOG_JSONL = "logs/train_log.jsonl"
+TRAINING_CURVES = "logs/training_curves.png"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -215,3 +217,61 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
 
 def is_run_complete(run_dir: str | Path) -> bool:
     return (Path(run_dir) / RUN_COMPLETE).is_file()
+
+
+@dataclass
+class RunInfo:
+    """What rewardkit knows of the model in a folder: a run directory's ``rewardkit_run.json`` (written
+    when training starts) or an export's ``rewardkit.json`` (written last by ``rewardkit export``). The
+    one reader and writer of both files; their keys stay what they were (an export names the base
+    ``base_model``), so older runs and exports still read."""
+
+    model_name_or_path: str | None = None
+    gguf_file: str | None = None
+    model_revision: str | None = None
+    use_peft: bool = False
+    quantized_base: bool = False
+    trust_remote_code: bool = False
+    max_length: int | None = None
+    truncation: str = "left"
+    recipe: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    length_debias: str | None = None
+    reward_read_at: str | None = None
+    """Where the reward is read (the template's end-of-turn token); None: a run from before it was recorded."""
+    reward_mean: float | None = None
+    """An export's: held-out reward mean and standard deviation (``normalize``)."""
+    reward_std: float | None = None
+    source_run: str | None = None
+    source: dict[str, Any] | None = None
+    """An export's: its run, the run's completion stamp and the export options (what "already complete" compares)."""
+    verification: dict[str, Any] | None = None
+    exported: bool = False
+    """Read from an export's ``rewardkit.json`` (not a run directory's)."""
+
+    _RUN_KEYS = ("model_name_or_path", "gguf_file", "model_revision", "use_peft", "quantized_base", "trust_remote_code",
+                 "max_length", "truncation", "recipe", "datasets", "length_debias", "reward_read_at")
+    _EXPORT_KEYS = ("source_run", "source", "model_name_or_path", "gguf_file", "max_length", "truncation", "reward_mean",
+                    "reward_std", "reward_read_at", "verification")
+
+    @classmethod
+    def read(cls, folder: str | Path) -> RunInfo | None:
+        """The info of a run directory or an export; None for a folder rewardkit did not write (a Hub model)."""
+        folder = Path(folder)
+        for name, exported in ((RUN_INFO, False), (EXPORT_INFO, True)):
+            if (folder / name).is_file():
+                raw = json.loads((folder / name).read_text())
+                if exported:
+                    raw["model_name_or_path"] = raw.pop("base_model", None)
+                known = {f.name for f in fields(cls)}
+                return cls(**{k: v for k, v in raw.items() if k in known}, exported=exported)
+        return None
+
+    def write(self, folder: str | Path) -> Path:
+        """This info as the folder's file: an export's ``rewardkit.json`` or a run's ``rewardkit_run.json``."""
+        values = asdict(self)
+        if self.exported:
+            out = {k: values[k] for k in self._EXPORT_KEYS}
+            out["base_model"] = out.pop("model_name_or_path")
+            return Path(atomic_write_text(Path(folder) / EXPORT_INFO, json.dumps(out, indent=2)))
+        return write_json(Path(folder) / RUN_INFO, {k: values[k] for k in self._RUN_KEYS})

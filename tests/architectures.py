@@ -3,7 +3,7 @@ with the real SmolLM2 tokenizer, built so that each family's own attention featu
 a sliding window of :data:`WINDOW` positions (test sequences are several times longer), Gemma 2's
 logit softcap low enough that logits reach it, Gemma 3's local and global layers, gpt-oss's sinks.
 
-Left out, and why (see also the README's architecture table):
+Left out, and why (see also the table in docs/architectures.md):
 - Falcon is in the matrix as the family that cannot pack: ``FalconForSequenceClassification.forward``
   takes no ``position_ids``, so ``auto`` trains and scores it padded and an explicit mode is refused.
 - Bloom and MPT (ALiBi through the attention mask; no ``position_ids``): the same refusal, not tested.
@@ -133,7 +133,7 @@ def make(family: Family, out: Path, tokenizer_dir: Path) -> Path:
 
 
 def readme_rows() -> list[str]:
-    """The README's architecture table, one row per family, as this matrix tests it."""
+    """The architecture table of docs/architectures.md, one row per family, as this matrix tests it."""
     rows = []
     for f in FAMILIES.values():
         feats = {"window": f"window ({WINDOW} here)", "softcap": "logit softcap", "sinks": "sinks"}

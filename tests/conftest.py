@@ -127,8 +127,8 @@ def copytree(src: Path, dst: Path) -> Path:
 
 def train_tiny_run(model_dir: Path, tmp: Path) -> Path:
     """``model_dir`` trained 3 steps on 36 shared HH-RLHF pairs: the run directory `rewardkit train` writes."""
-    from reward.recipe import load_recipe
-    from reward.train import run_training
+    from reward.config import load_recipe
+    from reward.run import run_training
 
     (tmp / "hh.jsonl").write_text("".join(gzip.open(SAMPLE, "rt").readlines()[:48]))
     recipe = write_recipe(tmp / "r.yaml", model_name_or_path=str(model_dir),

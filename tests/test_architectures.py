@@ -75,7 +75,7 @@ def _loss_and_grads(model, rewards):
 def test_packed_forward_computes_each_layers_attention(family_dir, name):
     """Rewards and gradients of the packed row (dense and varlen) equal the padded eager forward's in
     fp32, within 1e-5 relative; and the family's window / softcap / sinks do change the rewards here."""
-    from reward.packing import PackedPreferenceCollator, ScoreCapture, packed_rewards, set_packed_attention
+    from reward.packing import PackedPreferenceCollator, ScoreCapture, packed_rewards, prepare_model
 
     family, path = FAMILIES[name], family_dir(name)
     ref_model = _load(path)
@@ -90,7 +90,7 @@ def test_packed_forward_computes_each_layers_attention(family_dir, name):
     batch = PackedPreferenceCollator(pad_token_id=ref_model.config.pad_token_id)(exs)
     for mode in ("dense", "varlen"):
         model = _load(path)
-        assert set_packed_attention(model, mode, "cpu", half=False) == mode
+        assert prepare_model(model, mode, "cpu", half=False) == mode
         capture = ScoreCapture.for_model(model)
         got = torch.cat(packed_rewards(model, capture, batch))
         grads = _loss_and_grads(model, got)
@@ -104,13 +104,13 @@ def test_packed_forward_computes_each_layers_attention(family_dir, name):
 def test_flex_computes_softcap_and_per_layer_windows(family_dir):
     """``flex`` (compiled FlexAttention on CPU, forward only: the compile costs ~10-25 s): Gemma 2's window
     and softcap, Gemma 3's local and global layers, through one block mask per window size."""
-    from reward.packing import PackedPreferenceCollator, ScoreCapture, packed_rewards, set_packed_attention
+    from reward.packing import PackedPreferenceCollator, ScoreCapture, packed_rewards, prepare_model
 
     for name in ("gemma2", "gemma3"):
         ref_model = _load(family_dir(name)).eval()
         exs = _examples(ref_model.config.pad_token_id, seed=2)
         model = _load(family_dir(name)).eval()
-        assert set_packed_attention(model, "flex", "cpu", half=False) == "flex"
+        assert prepare_model(model, "flex", "cpu", half=False) == "flex"
         with torch.no_grad():
             ref = _padded(ref_model, exs)
             got = torch.cat(packed_rewards(model, ScoreCapture.for_model(model),
@@ -118,12 +118,12 @@ def test_flex_computes_softcap_and_per_layer_windows(family_dir):
         assert (got - ref).abs().max() <= 1e-5 * ref.abs().max(), name
 
 
-def test_readme_table_is_the_matrix():
-    """The README's architecture table says what this matrix tests, row for row."""
+def test_docs_table_is_the_matrix():
+    """The architecture table of docs/architectures.md says what this matrix tests, row for row."""
     from tests.architectures import readme_rows
     from tests.conftest import ROOT
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "architectures.md").read_text()
     table = [line for line in text.splitlines() if line.startswith("| ") and line.endswith("| yes |")]
     assert table == readme_rows()
 
@@ -131,24 +131,24 @@ def test_readme_table_is_the_matrix():
 def test_a_family_without_position_ids_runs_padded_or_is_refused(family_dir, caplog):
     """Falcon's classifier drops position_ids: ``auto`` falls back to the padded forward with one warning
     naming why; an explicit mode is refused."""
-    from reward.packing import set_packed_attention
-    from reward.recipe import RecipeError
+    from reward.errors import RecipeError
+    from reward.packing import prepare_model
 
     model = _load(family_dir("falcon"))
     with caplog.at_level("WARNING"):
-        assert set_packed_attention(model, "auto", "cpu") == "padded"
+        assert prepare_model(model, "auto", "cpu") == "padded"
     assert "takes no position_ids" in caplog.text
     with pytest.raises(RecipeError, match="packed_attention: varlen: .*takes no position_ids"):
-        set_packed_attention(model, "varlen", "cpu")
+        prepare_model(model, "varlen", "cpu")
 
 
 def test_an_attention_keyword_the_packed_forward_does_not_know_stops_it(family_dir):
     """A keyword that changes attention (here an invented one) is never dropped: the forward refuses, naming it."""
-    from reward.packing import PackedPreferenceCollator, ScoreCapture, packed_rewards, set_packed_attention
-    from reward.recipe import RecipeError
+    from reward.errors import RecipeError
+    from reward.packing import PackedPreferenceCollator, ScoreCapture, packed_rewards, prepare_model
 
     model = _load(family_dir("llama"))
-    set_packed_attention(model, "varlen", "cpu")
+    prepare_model(model, "varlen", "cpu")
     layer = model.model.layers[0].self_attn
     original = layer.forward
     layer.forward = lambda *a, **kw: original(*a, **kw, attention_chunk_size=4)
@@ -161,9 +161,9 @@ def test_an_attention_keyword_the_packed_forward_does_not_know_stops_it(family_d
 @pytest.fixture(scope="module")
 def family_runs(family_dir, tmp_path_factory):
     """(packed run, padded run, export) of a family, trained once for the tests that read them."""
+    from reward.config import load_recipe
     from reward.export import export_run
-    from reward.recipe import load_recipe
-    from reward.train import run_training
+    from reward.run import run_training
     from tests.conftest import SAMPLE
 
     root = tmp_path_factory.mktemp("family-runs")
@@ -231,7 +231,7 @@ def test_exports_load_with_the_same_rewards_under_transformers_4_51(family_runs)
     """Every family transformers 4.51 has: its export reloads there (RewardBench's own stack) with the rewards
     rewardkit gives, within 1e-4 (one process for all families); where 4.51 itself computes another function
     (``differs_in_451``), it loads and the rewards do differ, so the note stays true."""
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
     from tests.test_old_stack import in_old_stack
 
     rows = [{"prompt": [{"role": "user", "content": "What is the capital of France, and why is it famous?"}],
@@ -257,10 +257,9 @@ def test_moe_router_loss_is_the_familys_own(family_dir, tokenizer_dir, tmp_path,
 
     from transformers import AutoTokenizer
 
+    from reward.config import RewardkitConfig
     from reward.packing import PackedPreferenceCollator
-    from reward.reward_config import RewardkitConfig
-    from reward.routing import RouterLoss
-    from reward.trainer import RewardkitTrainer
+    from reward.training import RewardkitTrainer, RouterLoss
 
     model = _load(family_dir(name))
     assert RouterLoss.for_model(_load(family_dir("llama")), None) is None
@@ -276,9 +275,10 @@ def test_moe_router_loss_is_the_familys_own(family_dir, tokenizer_dir, tmp_path,
     family = importlib.import_module(type(model).__module__).load_balancing_loss_func
     want = router.coef * family(recorded, router.num_experts, router.top_k, mask)
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
-    from reward.packing import ScoreCapture, packed_rewards
+    from reward.packing import ScoreCapture, packed_rewards, prepare_model
 
     packed = PackedPreferenceCollator(pad_token_id=model.config.pad_token_id)(_examples(model.config.pad_token_id, 4, 3))
+    prepare_model(model, "varlen", "cpu", half=False)
     router.start()
     packed_rewards(model, ScoreCapture.for_model(model), packed)
     assert [x.shape[0] for x in router.logits] == [packed["input_ids"].shape[1]] * model.config.num_hidden_layers
@@ -303,3 +303,23 @@ def test_moe_router_loss_is_the_familys_own(family_dir, tokenizer_dir, tmp_path,
             trainer.model.eval()
             assert trainer.compute_loss(trainer.model, batch).item() == pytest.approx(loss[0.0], abs=1e-6)
     assert loss[0.5] - loss[0.0] > 0.5  # the load-balancing loss is ≥ 1 (1 when perfectly balanced)
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_plan_counts_each_familys_parameters_and_lora(family_dir, name):
+    """`rewardkit plan` on a local model reads its config.json and counts what the classifier holds (MoE
+    experts, two-matrix MLPs, biases, sinks), and LoRA's parameters on the family's targets as peft makes
+    them: the model-state parts of the plan start from exact counts, for every family of the matrix."""
+    from peft import get_peft_model
+
+    from reward.config import ModelArguments
+    from reward.modeling import ModelSource, build_peft_config
+    from reward.training import shape_for
+
+    path, targets = family_dir(name), FAMILIES[name].lora_targets
+    shape = shape_for(ModelSource.resolve(str(path)))
+    model = _load(path)
+    assert shape.params == sum(p.numel() for p in model.parameters())
+    lora = get_peft_model(model, build_peft_config(ModelArguments(model_name_or_path=str(path), use_peft=True, lora_r=4,
+                                                              lora_target_modules=targets)))
+    assert shape.lora_params(4, targets) == sum(p.numel() for p in lora.parameters() if p.requires_grad)

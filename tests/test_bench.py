@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from tests.launcher import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "hh-rlhf-harmless-sample.jsonl.gz"
@@ -56,3 +61,21 @@ def test_data_scale_measures_distinct_pairs(tmp_path):
 
     assert not prompts(rows[:1800]) & prompts(rows[1800:3600])
     assert rows[1800]["chosen"].startswith("\n\nHuman: [variant 1] ")
+
+
+@pytest.mark.deepspeed
+@pytest.mark.distributed
+def test_zero3_widths_counts_what_the_planner_plans(tmp_path):
+    """bench/zero3_widths.py at its tiny size under zero3_cpu: the planner's weights, gradients and optimizer
+    parts are the bytes each rank's ZeRO-3 partitions, gradient buffer and Adam states hold (within 10%),
+    and the export, read by plain transformers, gives the run's rewards."""
+    out = tmp_path / "widths.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "zero3_widths.py"), "--sizes", "tiny", "--out", str(out),
+                          "--scratch", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "MASTER_PORT": str(free_port())})
+    assert run.returncode == 0, run.stderr[-3000:]
+    row = json.loads(out.read_text())["runs"][0]
+    for rank in row["plan_vs_counted_by_part"]:
+        assert all(0.9 <= ratio <= 1.1 for ratio in rank.values()), rank
+    assert row["ranks"][0]["fp32_master"] > 0  # DeepSpeed keeps an fp32 copy of fp32 weights (see reward.training.plan)
+    assert row["reload_plain_transformers"]["max_abs_gap"] <= 1e-4

@@ -7,9 +7,18 @@ import json
 
 import pytest
 
-from reward.data import DataError, DataReport, collect_pairs, fit_to_length, grouped_split, parse_hh_transcript
-from reward.data.pipeline import DataSettings, prepare_data, prompt_key
-from reward.data.sources import DataSource
+from reward.config import DataSource
+from reward.data import (
+    DataError,
+    DataReport,
+    DataSettings,
+    collect_pairs,
+    fit_to_length,
+    grouped_split,
+    parse_hh_transcript,
+    prepare_data,
+    prompt_key,
+)
 from tests.conftest import SHARED_HH
 
 
@@ -63,13 +72,13 @@ def _digest(data) -> str:
 def test_streamed_preparation_keeps_the_pinned_split_and_ids(tokenizer_dir, tmp_path, monkeypatch):
     """The Arrow pipeline gives the split and token ids the list pipeline gave, in one process and in two
     (``datasets.map`` workers), and hands back sets memory-mapped from the published cache."""
-    from reward.data import pipeline
+    from reward.data import tokenize
     from reward.modeling import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir))
     source = [DataSource.parse(0, {"path": str(SHARED_HH), "format": "hh-rlhf"})]
     one = prepare_data(source, tok, DataSettings(256, "left", 42, 0.2, cache_dir=str(tmp_path / "one"), num_proc=1))
-    monkeypatch.setattr(pipeline, "PARALLEL_FROM", 0)
+    monkeypatch.setattr(tokenize, "PARALLEL_FROM", 0)
     two = prepare_data(source, tok, DataSettings(256, "left", 42, 0.2, cache_dir=str(tmp_path / "two"), num_proc=2))
     assert _digest(one) == _digest(two) == PINNED_HH_256
     assert one.report.to_dict() == two.report.to_dict()
@@ -265,3 +274,17 @@ def test_data_inspect_json(tiny_recipe, tmp_path):
     out = json.loads(proc.stdout)
     assert out["kept"] + sum(out["dropped"].values()) == out["total"] == 80
     assert out["truncated"] > 0 and "prompt_token_share" in out
+
+
+def test_a_jsonl_file_that_begins_with_a_utf8_bom_is_read(hh_small, tmp_path):
+    """Editors on Windows save JSON Lines with a byte-order mark: training data and `score` input read it
+    (as a CSV with one already was), the same rows as without it."""
+    from reward.data import load_rows
+    from reward.inference.scorefile import read_scoring_rows
+
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + hh_small.read_bytes())
+    assert load_rows(DataSource(path=str(bom), format="hh-rlhf")) == load_rows(DataSource(path=str(hh_small),
+                                                                                             format="hh-rlhf"))
+    (tmp_path / "score.jsonl").write_bytes(b'\xef\xbb\xbf{"prompt": "Hi", "response": "Hello"}\n')
+    assert [row for _, row in read_scoring_rows(str(tmp_path / "score.jsonl"))] == [{"prompt": "Hi", "response": "Hello"}]

@@ -7,10 +7,11 @@ import random
 
 import pytest
 
+from reward.config import load_recipe
+from reward.errors import RecipeError
 from reward.evaluation import evaluate_file
-from reward.recipe import RecipeError, load_recipe
-from reward.scoring import RewardModel
-from reward.train import run_training
+from reward.inference import RewardModel
+from reward.run import run_training
 from tests.conftest import write_recipe
 
 

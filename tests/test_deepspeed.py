@@ -44,7 +44,7 @@ def _train(recipe: Path, config: str, *overrides: str, env: dict[str, str] | Non
 def _reloaded_matches_trained(run: Path, tol: float = 1e-5) -> float:
     """The trained model's own rewards (its packed forward under DeepSpeed, at the end of training)
     against the saved model reloaded alone and scored padded."""
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     ref = json.loads((run / "eval_report" / "rewards.json").read_text())
     rm = RewardModel.from_pretrained(str(run), device="cpu")
@@ -88,7 +88,7 @@ def test_zero_full_finetune_saves_a_real_model(ds_recipe, tmp_path, config, debi
 
 def test_zero3_lora_adapter_holds_a_trained_head_and_exports(ds_recipe, tmp_path, tiny_model_dir):
     from reward.export import export_run
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     _train(ds_recipe(use_peft=True, lora_r=4, lora_alpha=8, learning_rate=1e-2), "zero3_cpu")
     run = tmp_path / "run"
@@ -180,7 +180,7 @@ def test_zero3_config_without_16bit_save_cannot_save_empty_weights_and_shards_co
 
 
 def _reloaded_matches_trained_from(model_dir: Path, run: Path) -> None:
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     ref = json.loads((run / "eval_report" / "rewards.json").read_text())
     got = RewardModel.from_pretrained(str(model_dir), device="cpu").score_token_ids(ref["chosen_ids"] + ref["rejected_ids"])

@@ -13,7 +13,7 @@ from tests.conftest import GGUF
 
 @pytest.mark.parametrize("kind", ["txt", "jsonl"])
 def test_demo_ranks_generated_answers_by_reward(kind, tiny_policy_dir, tiny_model_dir, tmp_path):
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     prompts = ["How do I boil an egg?", "Name a colour."]
     src = tmp_path / f"prompts.{kind}"

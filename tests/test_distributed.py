@@ -16,7 +16,7 @@ MULTI_CPU = ROOT / "accelerate_configs" / "multi_cpu.yaml"
 def test_two_process_train_save_reload(tiny_recipe, tmp_path):
     """DDP on 2 processes; the eval logged during training counts each eval pair exactly once
     (the sampler repeats pairs to even out the last batch) and agrees with the end-of-run report."""
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     recipe = tiny_recipe(eval_split_size=0.2, max_steps=3, eval_strategy="steps", eval_steps=3,
                          per_device_eval_batch_size=5, ddp_timeout=RENDEZVOUS_TIMEOUT_S)
@@ -42,8 +42,8 @@ def test_two_process_train_save_reload(tiny_recipe, tmp_path):
 WORKER = r'''
 import os, sys, torch
 from accelerate import Accelerator
-from reward.recipe import load_recipe
-from reward.train import run_training
+from reward.config import load_recipe
+from reward.run import run_training
 # A different seed per rank: separate processes would then take different batches and end with
 # different weights; only DDP's all-reduce makes them equal.
 recipe = load_recipe(sys.argv[1], {"output_dir": sys.argv[2], "max_steps": 1, "eval_split_size": 0.0,
@@ -73,7 +73,7 @@ if state.is_main_process:
     base = torch.cat([p.detach().flatten() for p in init.parameters()])
     print("SAME", torch.equal(out[0], out[1]), "MOVED", not torch.allclose(out[0], base))
 # every rank leaves the group before exiting, as `rewardkit train` does
-from reward.train import leave_process_group
+from reward.run import leave_process_group
 leave_process_group()
 ''')
     port = free_port()

@@ -8,10 +8,11 @@ import shutil
 import pytest
 import torch
 
-from reward.export import ExportError, ExportOptions, export_run
-from reward.recipe import load_recipe
-from reward.scoring import RewardModel
-from reward.train import run_training
+from reward.config import load_recipe
+from reward.errors import ExportError
+from reward.export import ExportOptions, export_run
+from reward.inference import RewardModel
+from reward.run import run_training
 from tests.fake_hub import FakeHub
 
 PAIRS = [("How do I boil an egg?", "Nine minutes in boiling water."), ("Hi", "Go away."), ("Hi", "Hello, how can I help?")]

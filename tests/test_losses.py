@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from reward import losses
+from reward.training import losses
 
 
 def test_bradley_terry_with_and_without_margin():

@@ -52,7 +52,7 @@ def export(tokenizer_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rm(export):
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     return RewardModel.from_pretrained(str(export), device="cpu")
 
@@ -92,7 +92,7 @@ def test_eval_suite_equals_rewardbench_0_1_4(name, export, rm, tmp_path):
     """Per-row rewards equal plain transformers 4.51 on the whole text (no cut at the training max_length,
     256 here), and per-subset accuracies and sections equal what rewardbench 0.1.4's
     ``calculate_scores_per_section`` gives for those rewards (×100, as upstream reports them)."""
-    from reward.suites import read_suite, score_suite, suite_metrics
+    from reward.evaluation import read_suite, score_suite, suite_metrics
 
     path = LLMBAR
     if name == "xstest":

@@ -33,10 +33,10 @@ def _model(tiny_model_dir, impl: str, dtype=torch.float32):
 def test_packed_equals_padded_fp32(tiny_model_dir, impl, mode):
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
-    from reward.packing import set_packed_attention
+    from reward.packing import prepare_model
 
     model = _model(tiny_model_dir, impl)
-    assert set_packed_attention(model, mode, "cpu") == mode
+    assert prepare_model(model, mode, "cpu") == mode
     pad = model.config.pad_token_id
     for seed in range(3):
         exs = _examples(6, 1000, pad, seed)
@@ -53,7 +53,10 @@ def test_packed_equals_padded_fp32(tiny_model_dir, impl, mode):
 def test_packed_equals_padded_bf16(tiny_model_dir):
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
+    from reward.packing import prepare_model
+
     model = _model(tiny_model_dir, "sdpa", torch.bfloat16)
+    assert prepare_model(model) == "varlen"  # CPU, 16-bit weights: auto
     pad = model.config.pad_token_id
     exs = _examples(6, 1000, pad, 7)
     padded = DataCollatorForPreference(pad_token_id=pad)(exs)
@@ -87,8 +90,8 @@ def test_packed_batch_has_no_padding(tiny_model_dir):
 
 def test_training_loss_curves_match(tiny_recipe, tmp_path):
     """A short run: per-step losses of the packed and the stock padded path agree."""
-    from reward.recipe import load_recipe
-    from reward.train import run_training
+    from reward.config import load_recipe
+    from reward.run import run_training
 
     losses = {}
     for packing in (True, False):
@@ -114,11 +117,11 @@ def _padded_reference(model, exs):
 def test_varlen_layout_equals_padded_fp32(tiny_model_dir):
     """The varlen segments (keys gathered per segment, causal aligned bottom-right) give the padded
     model's rewards; on CPU they run through the SDPA reference, which is what CUDA's kernel must match."""
-    from reward.packing import PACKED, set_packed_attention
+    from reward.packing import PACKED, prepare_model
     from reward.seams import attn_implementation
 
     model = _model(tiny_model_dir, "sdpa")
-    assert set_packed_attention(model, "varlen", "cpu") == "varlen" and attn_implementation(model) == PACKED
+    assert prepare_model(model, "varlen", "cpu") == "varlen" and attn_implementation(model) == PACKED
     pad = model.config.pad_token_id
     for seed in range(3):
         exs = _examples(6, 1000, pad, 10 + seed)
@@ -142,7 +145,7 @@ def test_varlen_layout_equals_padded_fp32(tiny_model_dir):
 
 def test_varlen_groups_of_n(tiny_model_dir):
     """Best-of-n rows (a prompt with several responses, and a bare prompt) under varlen."""
-    from reward.packing import pack_groups, packed_token_rewards, set_packed_attention
+    from reward.packing import pack_groups, packed_token_rewards, prepare_model
 
     model = _model(tiny_model_dir, "sdpa")
     rng = random.Random(3)
@@ -151,7 +154,7 @@ def test_varlen_groups_of_n(tiny_model_dir):
     seqs = [p + s for p, ss in groups for s in ss]
     with torch.no_grad():
         ref = torch.stack([model(input_ids=torch.tensor([x])).logits[0, 0] for x in seqs])
-        set_packed_attention(model, "varlen", "cpu")
+        prepare_model(model, "varlen", "cpu")
         batch = pack_groups(groups, model.config.pad_token_id)
         cap = ScoreCapture(model.score)
         got = packed_token_rewards(model, cap, batch)[batch["reward_index"]]
@@ -163,16 +166,16 @@ def test_varlen_gradients_equal_dense_fp32(tiny_model_dir):
     the dense mask's gradients, and ``auto`` picks it on CPU in fp32 and in bf16."""
     import torch.nn.functional as F
 
-    from reward.packing import set_packed_attention
+    from reward.packing import prepare_model
 
     for half in (False, True):
-        assert set_packed_attention(_model(tiny_model_dir, "sdpa"), "auto", "cpu", half=half) == "varlen"
+        assert prepare_model(_model(tiny_model_dir, "sdpa"), "auto", "cpu", half=half) == "varlen"
     pad = _model(tiny_model_dir, "sdpa").config.pad_token_id
     batch = PackedPreferenceCollator(pad_token_id=pad)(_examples(6, 1000, pad, 5))
     grads = {}
     for mode in ("dense", "varlen"):
         model = _model(tiny_model_dir, "sdpa")
-        set_packed_attention(model, mode, "cpu")
+        prepare_model(model, mode, "cpu")
         chosen, rejected = packed_rewards(model, ScoreCapture(model.score), batch)
         (-F.logsigmoid(chosen - rejected).mean()).backward()
         grads[mode] = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -185,11 +188,11 @@ def test_varlen_gradients_equal_dense_fp32(tiny_model_dir):
 def test_varlen_layout_that_never_reaches_the_attention_stops(tiny_model_dir):
     """A model whose attention layers drop keyword arguments would run SDPA under the placeholder mask
     (every token seeing every pair): the packed forward refuses instead of returning wrong rewards."""
-    from reward.packing import PACKED, set_packed_attention
-    from reward.recipe import RecipeError
+    from reward.errors import RecipeError
+    from reward.packing import PACKED, prepare_model
 
     model = _model(tiny_model_dir, "sdpa")
-    set_packed_attention(model, "varlen", "cpu")
+    prepare_model(model, "varlen", "cpu")
     pad = model.config.pad_token_id
     batch = PackedPreferenceCollator(pad_token_id=pad)(_examples(3, 1000, pad, 2))
     layer = model.model.layers[0].self_attn
@@ -211,10 +214,10 @@ def test_varlen_attention_is_not_saved(tiny_model_dir, tmp_path):
     """A model trained under the varlen implementation saves a config any transformers can load."""
     import json
 
-    from reward.packing import set_packed_attention
+    from reward.packing import prepare_model
 
     model = _model(tiny_model_dir, "sdpa")
-    set_packed_attention(model, "varlen", "cpu")
+    prepare_model(model, "varlen", "cpu")
     model.save_pretrained(tmp_path)
     assert "rewardkit" not in json.dumps(json.loads((tmp_path / "config.json").read_text()))
 
@@ -243,11 +246,11 @@ def test_packed_attention_switches_a_peft_wrapped_model(tiny_model_dir):
     """Scoring a LoRA run sets the attention on base + adapter: the switch must reach the real model."""
     from peft import LoraConfig, get_peft_model
 
-    from reward.packing import PACKED, set_packed_attention
+    from reward.packing import PACKED, prepare_model
     from reward.seams import attn_implementation
 
     model = get_peft_model(_model(tiny_model_dir, "sdpa"), LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["q_proj"]))
-    assert set_packed_attention(model, "varlen", "cpu") == "varlen"
+    assert prepare_model(model, "varlen", "cpu") == "varlen"
     assert attn_implementation(model) == PACKED and model.get_base_model().config._attn_implementation == PACKED
 
 
@@ -267,3 +270,31 @@ def test_pair_lengths_and_longest_row_read_arrow_through_a_selection():
     want = [len(x["chosen_ids"]) + len(x["rejected_ids"]) - x["prompt_len"] for x in picked]
     assert packed_pair_lengths(picked) == want
     assert longest_row(picked) == max(max(len(x["chosen_ids"]), len(x["rejected_ids"])) for x in picked)
+
+
+@pytest.mark.parametrize("mode", ["dense", "varlen"])
+def test_a_trainer_built_from_python_runs_the_packed_attention_its_args_name(tiny_model_dir, tmp_path, mode):
+    """`RewardkitTrainer(model, args=RewardkitConfig(packed_attention=...))`, built from Python with no recipe:
+    the model's packed forward runs the mode its args name, and a step's loss is the padded path's."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from reward import RewardkitConfig, RewardkitTrainer
+    from reward.packing import PackedPreferenceCollator, packed_mode
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = [{"chosen_ids": [5, 6, 7, 8, 9, 10], "rejected_ids": [5, 6, 7, 11], "prompt_len": 3},
+            {"chosen_ids": [12, 13, 14], "rejected_ids": [12, 15, 16, 17, 18], "prompt_len": 1}]
+    losses = {}
+    for packing in (True, False):
+        args = RewardkitConfig(output_dir=str(tmp_path / str(packing)), use_cpu=True, packing=packing,
+                               packed_attention=mode)
+        trainer = RewardkitTrainer(model=_model(tiny_model_dir, "sdpa"), args=args, processing_class=tok,
+                                   train_dataset=Dataset.from_list(rows))
+        if packing:
+            assert packed_mode(trainer.model) == mode
+            batch = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)(rows)
+        else:
+            batch = trainer.data_collator(rows)
+        losses[packing] = trainer.compute_loss(trainer.model, batch).item()
+    assert losses[True] == pytest.approx(losses[False], abs=1e-5)

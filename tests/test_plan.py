@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from reward.plan import Layout, Shape, estimate, plan_from_recipe
-from reward.recipe import load_recipe
+from reward.config import load_recipe
+from reward.training import Layout, Shape, estimate, plan_from_recipe
 from tests.conftest import ROOT
 
 

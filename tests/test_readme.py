@@ -1,7 +1,9 @@
-"""The README's commands name files that exist, and its example inputs are valid inputs."""
+"""The README's and the docs' commands name files that exist and parse, their example inputs are valid
+inputs, the README stays short, and the documentation site builds with no warning."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
@@ -15,8 +17,12 @@ from tests.conftest import ROOT
 PRODUCED = ("runs/", "exports/", "scored.jsonl", "demo_out")  # written by an earlier command of the README
 
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[list[str]]:
-    text = (ROOT / "README.md").read_text()
+    """Every ``rewardkit ...`` line of a bash block in the README and the docs' pages."""
+    text = "\n".join(p.read_text() for p in DOCS)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         joined = block.replace("\\\n", " ")
@@ -48,7 +54,7 @@ def test_readme_example_inputs_score(tiny_model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 3 and len(rows[0]["scores"]) == 3
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     rm = RewardModel.from_pretrained(str(tiny_model_dir), device="cpu")
     inputs = [json.loads(x) for x in (ROOT / score[3]).read_text().splitlines() if x.strip()]
@@ -69,3 +75,24 @@ def test_readme_commands_parse_with_the_current_cli():
     for cmd in readme_commands():
         ns, rest = parser.parse_known_args(cmd[1:])
         assert not rest or getattr(ns, "allow_rest", False), (" ".join(cmd), rest)
+
+
+def test_readme_is_short_and_its_links_resolve():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    links = [t for t in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) if not t.startswith("http")]
+    assert links and not [t for t in links if not (ROOT / t).exists()], links
+
+
+def test_docs_site_builds_strict(tmp_path):
+    """`mkdocs build --strict` (mkdocs-material, mkdocs.yml): a broken link or a page missing from the
+    site fails here."""
+    import os
+
+    if importlib.util.find_spec("mkdocs") is None and not os.environ.get("CI"):
+        pytest.skip("mkdocs is part of the dev extra")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "site" / "architectures" / "index.html").is_file()

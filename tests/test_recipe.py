@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from reward.recipe import RecipeError, load_recipe, parse_overrides
+from reward.config import load_recipe, parse_overrides
+from reward.errors import RecipeError
 
 BASE = {"model_name_or_path": "some/model", "datasets": [{"path": "pairs.jsonl"}]}
 
@@ -51,7 +52,7 @@ def test_fp16_and_bf16_together():
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-CUDA fallback")
 def test_fp16_without_cuda_falls_back_with_one_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="reward.recipe"):
+    with caplog.at_level(logging.WARNING, logger="reward.config.recipe"):
         r = load_recipe(None, {**BASE, "fp16": True})
     assert r.training.fp16 is False and r.training.bf16 is False
     warnings = [rec for rec in caplog.records if "fp16" in rec.getMessage()]
@@ -63,10 +64,10 @@ def test_fp16_without_cuda_falls_back_with_one_warning(caplog):
 def test_bf16_on_cpu_only_where_the_cpu_computes_it(monkeypatch, caplog, native):
     """bf16 autocast on a CPU with AMX / AVX512-BF16 (several times faster than fp32 there); elsewhere
     it would be emulated and slower: fp32 with one warning."""
-    import reward.recipe
+    import reward.config.recipe
 
-    monkeypatch.setattr(reward.recipe, "cpu_has_native_bf16", lambda: native)
-    with caplog.at_level(logging.WARNING, logger="reward.recipe"):
+    monkeypatch.setattr(reward.config.recipe, "cpu_has_native_bf16", lambda: native)
+    with caplog.at_level(logging.WARNING, logger="reward.config.recipe"):
         r = load_recipe(None, {**BASE, "bf16": True})
     assert r.training.bf16 is native and r.training.use_cpu is native
     if native:  # `use_cpu: false` cannot leave transformers to refuse bf16 later, with a traceback
@@ -127,7 +128,7 @@ def test_shipped_recipes_validate():
         # every source of the file became a validated DataSource, in order
         declared = __import__("yaml").safe_load(raw)["datasets"]
         assert [s.path for s in r.sources] == [d["path"] if isinstance(d, dict) else d for d in declared], path
-        assert all(s.format in __import__("reward.data.adapters").data.adapters.DATA_FORMATS for s in r.sources), path
+        assert all(s.format in __import__("reward.config.sources").config.sources.FORMATS for s in r.sources), path
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -150,7 +151,7 @@ def test_cli_reports_bad_recipe_with_one_error_line(tmp_path, args, needle):
 
 def test_cached_key_table_matches_the_libraries(tmp_path, monkeypatch):
     """The cached key/type table is exactly what TRL's and transformers' dataclasses say today."""
-    from reward import recipe as rec
+    from reward.config import recipe as rec
 
     monkeypatch.setenv("REWARDKIT_CACHE", str(tmp_path))
     fresh = rec._table_from_classes()
@@ -167,7 +168,7 @@ def warm_key_cache(tmp_path_factory):
     """A key-table cache filled once (this import of TRL is what the cache saves later runs)."""
     cache = tmp_path_factory.mktemp("keycache")
     env = dict(os.environ, REWARDKIT_CACHE=str(cache))
-    subprocess.run([sys.executable, "-c", "from reward.recipe import key_table; key_table()"], env=env, check=True,
+    subprocess.run([sys.executable, "-c", "from reward.config.recipe import key_table; key_table()"], env=env, check=True,
                    timeout=120)
     return env
 
@@ -184,7 +185,7 @@ def test_bad_recipe_fails_before_importing_torch(tmp_path, warm_key_cache, text,
     nor TRL's trainer (seconds each): only the training keys are checked by RewardConfig's subclass."""
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model_name_or_path: a/b\n{text}\n" + ("" if "datasets" in text else "datasets: [x.jsonl]\n"))
-    code = ("import sys\nfrom reward.recipe import RecipeError, load_recipe\n"
+    code = ("import sys\nfrom reward.errors import RecipeError\nfrom reward.config import load_recipe\n"
             f"try:\n    load_recipe({str(recipe)!r})\nexcept RecipeError as e:\n    print('ERR', e)\n"
             "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers'}))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=warm_key_cache,

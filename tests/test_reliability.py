@@ -67,7 +67,7 @@ def test_model_code_never_runs_uninvited(remote_code_model, tmp_path, command):
 
 
 def test_model_code_runs_when_allowed(remote_code_model, tmp_path):
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     rm = RewardModel.from_pretrained(str(remote_code_model), trust_remote_code=True)
     assert type(rm.model).__name__ == "RkTestForSequenceClassification"
@@ -201,7 +201,7 @@ def test_scoring_input_and_output_checked_before_the_model_loads(tiny_model_dir,
               "is a directory")
     proc = cli("score", str(tiny_model_dir), str(rows), "--out", str(tmp_path / "o.jsonl"), "--no_progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     # no prompt: scored as the reply to one empty user turn
     want = RewardModel.from_pretrained(str(tiny_model_dir), device="cpu").score("", "Hello")
@@ -231,8 +231,8 @@ def test_sigterm_during_score_leaves_nothing_behind(tiny_model_dir, tmp_path):
 
 
 def test_published_model_files_follow_the_umask(tiny_recipe, umask_022):
-    from reward.recipe import load_recipe
-    from reward.train import run_training
+    from reward.config import load_recipe
+    from reward.run import run_training
 
     run = run_training(load_recipe(tiny_recipe(eval_split_size=0.0, max_steps=2)))
     assert (run / "model.safetensors").stat().st_mode & 0o777 == 0o644

@@ -47,7 +47,7 @@ def export(tiny_export):
 
 @pytest.fixture(scope="module")
 def rm(export):
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     return RewardModel.from_pretrained(str(export), device="cpu")
 

@@ -10,9 +10,7 @@ import pytest
 
 from reward.evaluation import evaluate_file
 from reward.export import ExportOptions
-from reward.legacy import RewardModelEvaluator
-from reward.scorefile import score_jsonl
-from reward.scoring import Batching, RewardModel
+from reward.inference import Batching, RewardModel, RewardModelEvaluator, score_jsonl
 
 PAIRS = [("How do I boil an egg?", "Boil it for nine minutes."),
          ("Hi", "Hello! How can I help you today? I can answer questions about many topics."),
@@ -144,8 +142,8 @@ def test_ranking_shares_the_prompt_and_falls_back_when_the_mask_is_ignored(rm, t
 
     monkeypatch.setattr(reward.packing.attention, "dense_mask", attend_everything)
     fresh = RewardModel.from_pretrained(str(tiny_model_dir))
-    reward.packing.set_packed_attention(fresh.model, "dense", "cpu")  # the mask path (CPU's default is varlen)
-    with caplog.at_level("WARNING", logger="reward.scoring"):
+    reward.packing.prepare_model(fresh.model, "dense", "cpu")  # the mask path (CPU's default is varlen)
+    with caplog.at_level("WARNING", logger="reward.inference.model"):
         ranked = dict(fresh.rank("How do I boil an egg?", answers))
     assert "scoring padded instead" in caplog.text
     assert [ranked[a] for a in answers] == pytest.approx(alone, abs=1e-5)
@@ -156,8 +154,8 @@ def test_ranking_shares_the_prompt_and_falls_back_when_the_mask_is_ignored(rm, t
 
 def test_prompt_shared_eval_of_a_lora_run_matches_padded(tiny_recipe, hh_small, tmp_path):
     """A LoRA run scores as base + adapter: the head hook must sit on the wrapped model's head."""
-    from reward.recipe import load_recipe
-    from reward.train import run_training
+    from reward.config import load_recipe
+    from reward.run import run_training
 
     run = run_training(load_recipe(tiny_recipe(use_peft=True, lora_r=4, lora_target_modules=["q_proj", "v_proj"])))
     rm = RewardModel.from_pretrained(str(run))
@@ -195,13 +193,10 @@ def test_ece_is_zero_for_perfect_calibration_and_high_when_overconfident():
 def test_eval_leaves_out_pairs_the_run_trained_on(tiny_recipe, hh_small, tmp_path):
     """A run records hashes of its training prompts; `rewardkit eval` on a file that contains its
     training pairs scores only the others, and says how many it left out."""
-    from reward.data.adapters import ADAPTERS
-    from reward.data.pipeline import clean_pairs, prompt_hash
-    from reward.data.report import DataReport
-    from reward.data.sources import DataSource, load_rows
-    from reward.recipe import load_recipe
+    from reward.config import DataSource, load_recipe
+    from reward.data import ADAPTERS, DataReport, clean_pairs, load_rows, prompt_hash
+    from reward.run import run_training
     from reward.rundir import TRAIN_PROMPTS
-    from reward.train import run_training
 
     run = run_training(load_recipe(tiny_recipe(eval_split_size=0.25, max_steps=1)))
     trained = set(json.loads((run / TRAIN_PROMPTS).read_text())["prompts"])
@@ -240,9 +235,9 @@ def test_accuracy_interval_and_p_value():
 
 
 def test_normalized_scores_use_the_held_out_reward_statistics(tiny_recipe, tiny_model_dir, tmp_path):
-    from reward.recipe import load_recipe
-    from reward.scoring import ScoringError
-    from reward.train import run_training
+    from reward.config import load_recipe
+    from reward.errors import ScoringError
+    from reward.run import run_training
 
     run = run_training(load_recipe(tiny_recipe(eval_split_size=0.25, max_steps=1)))
     ev = json.loads((run / "metrics.json").read_text())["eval"]

@@ -18,7 +18,7 @@ from reward import seams
 def test_trainer_still_asks_the_signature_hook_which_columns_to_keep():
     from transformers import Trainer
 
-    from reward.trainer import RewardkitTrainer
+    from reward.training import RewardkitTrainer
 
     assert hasattr(Trainer, seams.TRAINER_SIGNATURE_HOOK)
     # the column filter consults the hook, so overriding it decides what reaches our collator
@@ -33,7 +33,7 @@ def test_trl_reward_trainer_prepares_datasets_through_the_hook():
     from trl import RewardTrainer
 
     from reward.errors import RecipeError
-    from reward.trainer import RewardkitTrainer
+    from reward.training import RewardkitTrainer
 
     assert f"self.{seams.TRAINER_DATASET_HOOK}(train_dataset" in inspect.getsource(RewardTrainer.__init__)
     trainer = RewardkitTrainer.__new__(RewardkitTrainer)
@@ -121,8 +121,8 @@ def test_checkpointing_switch_is_read_under_either_name():
 
 
 def test_plan_and_recipe_agree_on_checkpointing(tmp_path):
-    from reward.plan import plan_from_recipe
-    from reward.recipe import load_recipe
+    from reward.config import load_recipe
+    from reward.training import plan_from_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text("model_name_or_path: Qwen/Qwen2.5-1.5B-Instruct\ndatasets: [{path: x.jsonl}]\nmax_length: 1024\n"

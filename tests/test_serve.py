@@ -69,13 +69,13 @@ def server(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def rm(tiny_model_dir):
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     return RewardModel.from_pretrained(str(tiny_model_dir), device="cpu", max_length=64)
 
 
 def test_v1_score_equals_rewardkit_score(server, rm, tmp_path):
-    from reward.scorefile import score_jsonl
+    from reward.inference import score_jsonl
 
     rows = [{"prompt": PROMPTS[0], "responses": ANSWERS},
             {"prompt": [{"role": "user", "content": "Name a fruit"}, {"role": "assistant", "content": "Apple"},
@@ -117,7 +117,7 @@ def test_200_concurrent_requests_get_the_serial_numbers(server, rm):
 
 def test_get_reward_openrlhf_protocol(server, rm):
     """Full texts in OpenRLHF's form; the replay of its exact request construction is tests/test_rl_clients.py."""
-    from reward.data.formatting import as_messages, render_texts
+    from reward.data import as_messages, render_texts
 
     tok = rm.tokenizer
     queries, prompts, want = [], [], []
@@ -127,7 +127,8 @@ def test_get_reward_openrlhf_protocol(server, rm):
             queries.append(ptxt + rtxt)
             prompts.append(ptxt)
             want.append(rm.score(p, a))
-    for body in ({"query": queries, "prompts": prompts, "labels": [None] * len(queries)}, {"query": queries}):
+    nulls = {"query": queries, "prompts": [None] * len(queries), "labels": None}  # no prompt per sample: as absent
+    for body in ({"query": queries, "prompts": prompts, "labels": [None] * len(queries)}, {"query": queries}, nulls):
         r = server.post("/get_reward", body)
         assert r.status_code == 200, r.text
         got = r.json()
@@ -206,8 +207,7 @@ def test_an_error_in_one_batch_fails_only_that_batch(tiny_model_dir):
     """An exception inside scoring: that request gets 500 with one line, the next is served."""
     from fastapi.testclient import TestClient
 
-    from reward.scoring import RewardModel
-    from reward.serve import create_app
+    from reward.inference import RewardModel, create_app
 
     rm = RewardModel.from_pretrained(str(tiny_model_dir), device="cpu")
     real = rm.score_sequence_groups

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import pytest
 
-from reward.suites import rewardbench2_metrics, rewardbench_metrics, rm_bench_metrics, v2_ties_score
+from reward.evaluation import rewardbench2_metrics, rewardbench_metrics, rm_bench_metrics, v2_ties_score
 from tests.conftest import ROOT
 
 LLMBAR = ROOT.parent / "shared" / "data" / "llmbar-rewardbench-schema.jsonl.gz"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,16 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from reward.recipe import load_recipe
+from reward.config import load_recipe
+from reward.run import run_training
 from reward.rundir import latest_checkpoint
-from reward.train import run_training
+from tests.conftest import ROOT
 
 
 def test_full_run_writes_complete_run_directory(tiny_recipe, tmp_path):
     run = run_training(load_recipe(tiny_recipe(save_strategy="steps", save_steps=2, eval_split_size=0.25)))
     for name in ("model.safetensors", "config.json", "tokenizer.json", "recipe.resolved.yaml", "environment.json",
                  "metrics.json", "data_report.json", "logs/train.log", "logs/train_log.jsonl", "run_complete.json",
-                 "eval_report/reward_histogram.png"):
+                 "eval_report/reward_histogram.png", "logs/training_curves.png"):
         assert (run / name).exists(), name
     env = json.loads((run / "environment.json").read_text())["versions"]
     assert {"torch", "transformers", "trl", "accelerate", "peft", "deepspeed"} <= set(env)
@@ -55,7 +58,7 @@ def test_bf16_on_cpu_trains_close_to_fp32_and_saves_fp32(tiny_recipe):
 def test_lora_trains_and_saves_the_head(tiny_recipe, tiny_model_dir):
     from safetensors.torch import load_file
 
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     run = run_training(load_recipe(tiny_recipe(use_peft=True, lora_r=4, lora_alpha=8,
                                                lora_target_modules=["q_proj", "v_proj"],
@@ -74,7 +77,7 @@ def test_lora_trains_and_saves_the_head(tiny_recipe, tiny_model_dir):
 
 
 def test_lora_missing_target_lists_modules(tiny_recipe):
-    from reward.recipe import RecipeError
+    from reward.errors import RecipeError
 
     with pytest.raises(RecipeError, match=r"\['qkv_proj'\] not found.*Linear modules it has: .*q_proj"):
         run_training(load_recipe(tiny_recipe(use_peft=True, lora_target_modules=["qkv_proj"])))
@@ -178,11 +181,70 @@ def test_token_budget_epoch_sees_every_pair_once(tiny_recipe, tmp_path):
 def test_a_run_resolves_its_model_path_once(tiny_recipe, monkeypatch):
     """From the recipe to the model the Trainer gets, the model's path (``pypi:``, GGUF, remote code) is
     resolved once, and every loader reads that one ``ModelSource``."""
-    from reward import modeling
-    from reward.train import setup
+    from reward.modeling import source
+    from reward.run import setup
 
     calls = []
-    real = modeling.resolve_model_path
-    monkeypatch.setattr(modeling, "resolve_model_path", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = source.resolve_model_path
+    monkeypatch.setattr(source, "resolve_model_path", lambda *a, **k: calls.append(a) or real(*a, **k))
     run = setup(load_recipe(tiny_recipe(use_peft=True, lora_target_modules=["q_proj"])))  # the LoRA preflight too
     assert len(calls) == 1 and run.model is not None and run.tokenizer is not None
+
+
+def test_ctrl_c_names_the_last_checkpoint_and_exits_130_without_a_traceback(tiny_recipe, tmp_path):
+    """Ctrl-C during `rewardkit train`: one line naming the last complete checkpoint (how to resume), exit
+    130, no traceback, and the run is not stamped complete."""
+    recipe = tiny_recipe(output_dir=str(tmp_path / "run"), max_steps=60, save_strategy="steps", save_steps=2,
+                         eval_split_size=0.0, logging_steps=1)
+    proc = subprocess.Popen([sys.executable, "-m", "reward.cli", "train", str(recipe)], text=True,
+                            env=dict(os.environ, REWARDKIT_STEP_DELAY="0.5"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    marker = tmp_path / "run" / "checkpoint-2" / "trainer_state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not marker.exists() and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(said) == 1 and "checkpoint-" in said[0] and "--resume_from_checkpoint latest" in said[0], said
+    assert not (tmp_path / "run" / "run_complete.json").exists()
+
+
+def test_max_length_past_the_models_context_is_cut_to_it_with_one_warning(tiny_recipe, tiny_model_dir, caplog):
+    """A max_length longer than the model's positions (1024 here) is cut to them, once, with a warning:
+    in training (before the data step) and in scoring (`score` / `serve` --max_length)."""
+    from reward import RewardModel
+
+    with caplog.at_level(logging.WARNING, logger="reward.modeling.heads"):
+        run = run_training(load_recipe(tiny_recipe(max_length=100000, max_steps=1)))
+    said = [r.message for r in caplog.records if "context" in r.message]
+    assert len(said) == 1 and "1024" in said[0], said
+    assert json.loads((run / "rewardkit_run.json").read_text())["max_length"] == 1024
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="reward.modeling.heads"):
+        rm = RewardModel.from_pretrained(str(tiny_model_dir), max_length=100000)
+    assert rm.max_length == 1024 and len([r for r in caplog.records if "context" in r.message]) == 1
+
+
+def test_two_eval_datasets_are_evaluated_and_reported_by_name(tiny_recipe, hh_small, tmp_path):
+    """`eval_datasets: {name: source}`: each set is evaluated at eval_steps and at the end, logged and reported
+    under its name (metrics.json, train_log.jsonl, eval_report/NAME), the held-out split beside them."""
+    llmbar = tmp_path / "llmbar.jsonl"
+    with gzip.open(ROOT.parent / "shared" / "data" / "llmbar-rewardbench-schema.jsonl.gz", "rt") as fh:
+        llmbar.write_text("".join(fh.readlines()[:12]))
+    run = run_training(load_recipe(tiny_recipe(
+        eval_split_size=0.25, eval_strategy="steps", eval_steps=2, max_steps=4, max_eval_samples=20,
+        eval_datasets={"hh": {"path": str(hh_small), "format": "hh-rlhf"}, "llmbar": str(llmbar)})))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["eval_datasets"]) == {"hh", "llmbar"} and "accuracy" in metrics["eval"]
+    report = json.loads((run / "data_report.json").read_text())["eval_datasets"]
+    assert report["hh"]["total"] == 80 and report["hh"]["kept"] <= 20  # max_eval_samples, then the length rule
+    for name in ("hh", "llmbar"):
+        assert metrics["eval_datasets"][name]["n_pairs"] == report[name]["kept"] > 0, name
+    logged = [json.loads(x) for x in (run / "logs" / "train_log.jsonl").read_text().splitlines()]
+    for name in ("held_out", "hh", "llmbar"):
+        steps = [r["step"] for r in logged if f"eval_{name}_accuracy" in r]
+        assert steps == [2, 4], (name, steps)
+    assert (run / "eval_report" / "llmbar" / "report.md").is_file() and (run / "logs" / "training_curves.png").is_file()

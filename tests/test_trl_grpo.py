@@ -23,7 +23,7 @@ class Recorder:
 
 @pytest.fixture(scope="module")
 def rm(tiny_model_dir):
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     return RewardModel.from_pretrained(str(tiny_model_dir), device="cpu")
 

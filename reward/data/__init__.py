@@ -1,12 +1,36 @@
 """Data: adapters from every source format to one pair format, hygiene, splits and tokenization."""
 
 from ..errors import DataError
-from .adapters import ADAPTERS, parse_hh_transcript, write_pairs_csv
-from .formatting import as_messages, encode_pairs, fit_to_length, render_texts
-from .pipeline import DataSettings, PreparedData, collect_pairs, grouped_split, prepare_data
+from .adapters import ADAPTERS, adapt_hh_rlhf, parse_hh_transcript, write_pairs_csv
+from .collect import clean_pairs, collect_pairs, grouped_split, prompt_hash, prompt_key
+from .formatting import as_messages, consumer_tokenizer, encode_pairs, fit_to_length, render_plain, render_texts
+from .pipeline import PreparedData, prepare_data
 from .report import DataReport
+from .settings import DataSettings
+from .sources import load_rows
+from .tokenize import encode_batch
 
 __all__ = [
-    "ADAPTERS", "DataError", "DataReport", "DataSettings", "PreparedData", "as_messages", "collect_pairs", "encode_pairs",
-    "fit_to_length", "grouped_split", "parse_hh_transcript", "prepare_data", "render_texts", "write_pairs_csv",
+    "ADAPTERS",
+    "DataError",
+    "DataReport",
+    "DataSettings",
+    "PreparedData",
+    "adapt_hh_rlhf",
+    "as_messages",
+    "clean_pairs",
+    "collect_pairs",
+    "consumer_tokenizer",
+    "encode_batch",
+    "encode_pairs",
+    "fit_to_length",
+    "grouped_split",
+    "load_rows",
+    "parse_hh_transcript",
+    "prepare_data",
+    "prompt_hash",
+    "prompt_key",
+    "render_plain",
+    "render_texts",
+    "write_pairs_csv",
 ]

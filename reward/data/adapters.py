@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..config.sources import FORMATS, DataSource
 from ..errors import DataError
 from .formatting import as_messages
 from .report import DataReport
-from .sources import DataSource
 
 Pair = dict[str, Any]
 HH_ASSISTANT = "\n\nAssistant:"
@@ -303,6 +303,6 @@ ADAPTERS: dict[str, Callable[[Iterable[dict], DataSource, DataReport], Iterator[
     "helpsteer2-binarized": adapt_helpsteer2_binarized,
     "ranked-csv": adapt_ranked_csv,
 }
-
-DATA_FORMATS = tuple(ADAPTERS)
-"""The ``format`` names a data source may have: the adapter table's keys."""
+"""One adapter for each format name a data source may have (:data:`reward.config.sources.FORMATS`)."""
+if set(ADAPTERS) != set(FORMATS):  # a format named without an adapter, or the other way round
+    raise ImportError(f"data adapters {sorted(ADAPTERS)} do not match DataSource formats {sorted(FORMATS)}")

@@ -3,84 +3,15 @@
 from __future__ import annotations
 
 import bz2
-import dataclasses
 import gzip
 import json
 import lzma
-import typing
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from ..coercion import coerce, suggest
-from ..errors import DataError, RecipeError
-
-
-@dataclass
-class DataSource:
-    """One dataset in a recipe's ``datasets`` list (several are mixed by ``weight``)."""
-
-    path: str
-    """Hub dataset id, local file (jsonl/json/csv/parquet, optionally .gz) or local dataset dir."""
-    format: str = "pairs"
-    """Adapter to the pair format: a key of ``reward.data.adapters.ADAPTERS``."""
-    split: str = "train"
-    name: str | None = None
-    """Hub dataset config name."""
-    revision: str | None = None
-    columns: dict[str, str] | None = None
-    """Map rewardkit fields (prompt/chosen/rejected/margin/answer/rank/messages) to source columns."""
-    weight: float = 1.0
-    """Fraction of the source to use (<1 subsamples, seeded); >1 repeats rows."""
-    eval_split: str | None = None
-    """A split of the same source to evaluate on; without one, ``eval_split_size`` of the train rows."""
-    # helpsteer2 (raw, per-response attribute scores)
-    score_weights: dict[str, float] | None = None
-    """HelpSteer2: weighted sum of attributes that orders responses (default: helpfulness only)."""
-    use_margin: bool = False
-    """Add the score gap as the Bradley-Terry ``margin``."""
-    # ranked-csv
-    pairing: str = "all"
-    """ranked-csv: ``all`` ordered pairs of a prompt's answers, or ``adjacent`` ranks only."""
-    pairs_out: str | None = None
-    """ranked-csv: also write the generated pairs to this CSV (the original project's answers_pairs.csv)."""
-
-    def __post_init__(self) -> None:
-        from .adapters import DATA_FORMATS
-
-        if not self.path:
-            raise DataError("path: required (a Hub dataset id or a local file).")
-        if self.format not in DATA_FORMATS:
-            raise DataError(f"format: unknown format '{self.format}'.{suggest(self.format, DATA_FORMATS)} "
-                            f"Choose one of: {', '.join(DATA_FORMATS)}.")
-        if self.pairing not in ("all", "adjacent"):
-            raise DataError(f"pairing: '{self.pairing}' is not 'all' or 'adjacent'.")
-        if self.weight <= 0:
-            raise DataError(f"weight: must be > 0 (got {self.weight}); remove the source to leave it out.")
-
-    @classmethod
-    def parse(cls, index: int, spec: Any) -> DataSource:
-        """One recipe ``datasets`` entry (a mapping, or a bare path string), its values coerced to the
-        field types; a bad entry is a :class:`RecipeError` naming ``datasets[index]`` and the key."""
-        where = f"datasets[{index}]"
-        if isinstance(spec, str):
-            spec = {"path": spec}
-        if not isinstance(spec, dict):
-            raise RecipeError(f"{where}: expected a mapping with at least 'path', got {type(spec).__name__}.")
-        names = {f.name for f in dataclasses.fields(cls)}
-        hints = typing.get_type_hints(cls)
-        for key in spec:
-            if key not in names:
-                raise RecipeError(f"{where}: unknown key '{key}'.{suggest(key, names)} Valid keys: {', '.join(names)}.")
-        try:
-            return cls(**{key: coerce(f"{where}.{key}", value, hints[key]) for key, value in spec.items()})
-        except DataError as exc:
-            raise RecipeError(f"{where}.{exc}") from None
-        except TypeError:  # no path
-            raise RecipeError(f"{where}: 'path' is required (a Hub dataset id or a local file).") from None
-
-
+from ..config.sources import DataSource
+from ..errors import DataError
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".tsv": "csv"}
 
@@ -92,7 +23,7 @@ def _builder(path: Path) -> str | None:
 
 def _open_text(path: Path) -> IO[str]:
     opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(path.suffix.lower(), open)
-    return opener(path, "rt", encoding="utf-8")  # type: ignore[operator]
+    return opener(path, "rt", encoding="utf-8-sig")  # type: ignore[operator]  # a leading BOM is read, not refused
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:

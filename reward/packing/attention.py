@@ -36,21 +36,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..errors import RecipeError
-from ..modeling import unwrap_peft
-from ..seams import attn_implementation, config_holder, model_eager_attention
+from ..seams import model_eager_attention
 from .layout import PROMPT
 
-logger = logging.getLogger(__name__)
-
 PACKED = "rewardkit_packed"  # the attention implementation name registered with transformers
-MODES = ("dense", "flex", "varlen")
 MODE_ATTR = "_rewardkit_packed_mode"
 """Attribute of the transformers model holding its packed mode (a Python attribute: never saved)."""
 
@@ -170,7 +165,7 @@ def packed_attention_forward(module: torch.nn.Module, query: torch.Tensor, key: 
         if _needs_eager(rule):
             def attend(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
                 return _model_attention(module, qs, ks, vs, _additive(mask, qs.dtype), scale, dropout, rule)[0]
-        out = segment_attention(q, k, v, layout["cu_seq_q"], layout["cu_seq_k"], scale, window, dropout, attend)
+        out = segment_attention(q, k, v, layout, scale, window, dropout, attend)
     return out.unsqueeze(0), None
 
 
@@ -202,13 +197,14 @@ def _causal(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     return torch.ones(lq, lk, dtype=torch.bool, device=query.device).tril(lk - lq)[None, None]
 
 
-def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: dict[str, Any],
                       scale: float, window: int | None = None, dropout: float = 0.0,
                       attend: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
     """The varlen rule one segment at a time (causal aligned bottom-right, within ``window`` positions):
     the CPU path and the reference the tests compare the CUDA kernel against. q [Tq, H, D], k/v [Tk,
-    Hkv, D] → [Tq, H, D]. ``attend(q, k, v, allowed)`` ([1, H, Lq, D]…, [1, 1, Lq, Lk] bool → [1, Lq,
-    H, D]) computes a segment instead of SDPA (the model's eager attention for a softcap or sinks).
+    Hkv, D] → [Tq, H, D]; the segments are ``layout``'s ``cu_seq_q``/``cu_seq_k``. ``attend(q, k, v,
+    allowed)`` ([1, H, Lq, D]…, [1, 1, Lq, Lk] bool → [1, Lq, H, D]) computes a segment instead of SDPA
+    (the model's eager attention for a softcap or sinks).
 
     Written for speed on CPU, where it is the default (``auto``): the segments come from ``split`` and
     go back with one ``cat`` (slices would each give the backward a zero-filled full-size gradient), a
@@ -219,6 +215,7 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: t
     import torch.nn.functional as F
 
     gqa = q.shape[1] != k.shape[1]
+    cu_q, cu_k = layout["cu_seq_q"], layout["cu_seq_k"]
     len_q = (cu_q[1:] - cu_q[:-1]).tolist()
     len_k = (cu_k[1:] - cu_k[:-1]).tolist()
     out = []
@@ -242,23 +239,6 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: t
                                                dropout_p=dropout)
         out.append(o.transpose(0, 1))
     return torch.cat(out) if out else torch.empty_like(q)
-
-
-# --- FlashAttention varlen (CUDA) -----------------------------------------------------------------------
-def varlen_available(device: torch.device | str) -> bool:
-    """Whether FlashAttention varlen (``torch.nn.attention.varlen``) can run on ``device``."""
-    return torch.device(device).type == "cuda" and _has_varlen_module()
-
-
-@functools.cache
-def _has_varlen_module() -> bool:
-    # looked up once: the attention function asks on every layer of every forward
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec("torch.nn.attention.varlen") is not None
-    except ImportError:
-        return False
 
 
 @functools.cache
@@ -307,104 +287,6 @@ def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: dic
                        int(layout["max_q"]), int(layout["max_k"]), **kw)
 
 
-# --- choosing the mode ---------------------------------------------------------------------------------
-def packed_model(model: Any) -> Any:
-    """The transformers model inside DDP / DeepSpeed / PEFT wrappers: where the attention is switched."""
-    holder = config_holder(model)
-    return unwrap_peft(holder) if hasattr(holder, "get_base_model") else holder
-
-
-def cannot_pack(model: Any) -> str | None:
-    """Why ``model`` cannot run a packed row exactly, or None. A packed row restarts positions per group,
-    so the model's forward must take ``position_ids`` (Falcon's and Bloom's classifiers do not)."""
-    target = packed_model(model)
-    if "position_ids" not in inspect.signature(type(target).forward).parameters:
-        return f"{type(target).__name__}.forward takes no position_ids, so a packed row's positions cannot restart per pair"
-    return None
-
-
-def attention_features(model: Any) -> dict[str, Any]:
-    """What the model's attention computes beyond causal softmax, from its config and modules: the
-    sliding windows (``{window: layers}``), a logit softcap, attention sinks. For logs, docs and the
-    choice of mode; the packed forward itself reads each layer's rule from the layer's own call."""
-    target = packed_model(model)
-    cfg = target.config
-    window = getattr(cfg, "sliding_window", None)
-    types = getattr(cfg, "layer_types", None)
-    n = getattr(cfg, "num_hidden_layers", None) or len(types or [])
-    if window and types:
-        # some configs keep a window with use_sliding_window off; layer_types says which layers use it
-        windows = {window: sum(t == "sliding_attention" for t in types)} if "sliding_attention" in types else {}
-    else:
-        windows = {window: n} if window else {}
-    return {"sliding_window": windows, "layers": n, "softcap": getattr(cfg, "attn_logit_softcapping", None),
-            "sinks": any(isinstance(getattr(m, "sinks", None), torch.nn.Parameter) for m in target.modules())}
-
-
-def describe(features: dict[str, Any]) -> str:
-    """``attention_features`` in a few words for a log line."""
-    parts = [f"window {w} on {n}/{features['layers']} layers" for w, n in features["sliding_window"].items()]
-    if features["softcap"]:
-        parts.append(f"softcap {features['softcap']:g}")
-    if features["sinks"]:
-        parts.append("sinks")
-    return ", ".join(parts) or "causal"
-
-
-def set_packed_attention(model: Any, mode: str, device: torch.device | str, half: bool = True) -> str:
-    """Point ``model`` at the packed attention in ``mode``; returns the mode the packed forward runs in,
-    or ``"padded"`` where ``auto`` finds the model cannot pack (one warning, naming why).
-
-    ``auto``: ``flex`` for a model loaded with flex attention; else ``varlen`` on CPU (per-segment SDPA
-    beats a dense T×T mask there) and on CUDA in fp16/bf16 where FlashAttention varlen exists, unless
-    a layer has a softcap or sinks (the kernel has neither: ``dense`` with the model's eager attention);
-    ``dense`` otherwise (CUDA fp32: one kernel, not a loop). An explicit mode that cannot run is refused.
-    Padded calls keep working under every choice (see the module docstring)."""
-    target = packed_model(model)
-    reason = cannot_pack(target)
-    if reason:
-        if mode == "auto":
-            logger.warning("packing is off for this model (%s): it trains and scores padded", reason)
-            return "padded"
-        raise RecipeError(f"packed_attention: {mode}: {reason}. Use packing: false.")
-    features = attention_features(target)
-    cuda = torch.device(device).type == "cuda"
-    if mode == "auto":
-        if attn_implementation(target) == "flex_attention":
-            mode = "flex"
-        elif not cuda:
-            mode = "varlen"
-        else:
-            exotic = features["softcap"] or features["sinks"]
-            mode = "varlen" if half and varlen_available(device) and not exotic else "dense"
-    if mode not in MODES:
-        raise RecipeError(f"packed_attention: {mode!r} is not one of auto, {', '.join(MODES)}.")
-    if mode == "varlen" and cuda and not (half and varlen_available(device)):
-        raise RecipeError("packed_attention: varlen runs FlashAttention in fp16/bf16 (torch ≥ 2.10) on CUDA; "
-                          "this run is fp32 or the kernel is missing: use packed_attention: dense or auto.")
-    if mode == "flex" and features["sinks"] and not cuda:
-        raise RecipeError("packed_attention: flex cannot compute attention sinks on CPU (transformers' flex "
-                          "attention needs CUDA for them): use packed_attention: dense or auto.")
-    _register()
-    if attn_implementation(target) != PACKED:
-        target.set_attn_implementation(PACKED)
-    setattr(target, MODE_ATTR, mode)
-    return mode
-
-
-def packed_mode(model: Any) -> str:
-    """The mode ``model``'s packed forward runs in; a model never set up gets ``auto`` for its dtype."""
-    target = packed_model(model)
-    mode = getattr(target, MODE_ATTR, None)
-    if mode is None or attn_implementation(target) != PACKED:
-        param = next(target.parameters())
-        half = param.element_size() == 2 or torch.is_autocast_enabled(param.device.type)
-        mode = set_packed_attention(target, "auto", param.device, half=half)
-        if mode == "padded":
-            raise RecipeError(f"packing: {cannot_pack(target)}. Use packing: false.")
-    return mode
-
-
 def _register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
@@ -413,3 +295,19 @@ def _register() -> None:
     # padded calls get an additive mask, always materialised: SDPA takes it, and so does the eager attention
     # of a softcap or sinks layer (it adds the mask to its logits)
     AttentionMaskInterface.register(PACKED, eager_mask)
+
+
+def varlen_available(device: torch.device | str) -> bool:
+    """Whether FlashAttention varlen (``torch.nn.attention.varlen``) can run on ``device``."""
+    return torch.device(device).type == "cuda" and _has_varlen_module()
+
+
+@functools.cache
+def _has_varlen_module() -> bool:
+    # looked up once: the attention function asks on every layer of every forward
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    except ImportError:
+        return False

@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from ..modeling import head_name, unwrap_peft
-from .attention import PACKED, packed_mode, placeholder_mask
+from ..modeling.heads import head_name, unwrap_peft
+from .attention import PACKED, placeholder_mask
+from .modes import packed_mode
 
 LAYOUT_KEYS = ("group_ids", "segment_ids", "position_ids", "kv_index", "cu_seq_q", "cu_seq_k", "max_q", "max_k")
 """The parts of a packed batch the attention reads (``reward.packing.attention``)."""

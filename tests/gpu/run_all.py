@@ -49,7 +49,7 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to verify")
         return 0
-    from reward.scoring import RewardModel
+    from reward.inference import RewardModel
 
     base_args: list[str] = []
     if a.random_base:

@@ -56,7 +56,7 @@ def test_varlen_kernel_matches_segment_reference(dtype):
         k, v = kv[0].index_select(0, idx), kv[1].index_select(0, idx)
         if fast:
             return _flash_varlen(q.to(dtype), k.to(dtype), v.to(dtype), layout, 0.125).float()
-        return segment_attention(q, k, v, batch["cu_seq_q"], batch["cu_seq_k"], 0.125)
+        return segment_attention(q, k, v, batch, 0.125)
 
     ref, got = run(False), run(True)
     assert got.shape == ref.shape and torch.isfinite(got).all()
@@ -73,13 +73,13 @@ def test_varlen_model_rewards_match_padded():
     """A bf16 Llama: prompt-shared varlen rewards = padded rewards within bf16 tolerance."""
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
-    from reward.packing import ScoreCapture, pack_groups, packed_token_rewards, set_packed_attention
+    from reward.packing import ScoreCapture, pack_groups, packed_token_rewards, prepare_model
 
     torch.manual_seed(0)
     cfg = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8,
                       num_key_value_heads=2, num_labels=1, pad_token_id=0, max_position_embeddings=1024)
     model = LlamaForSequenceClassification(cfg).cuda().to(torch.bfloat16).eval()
-    assert set_packed_attention(model, "auto", "cuda", half=True) == "varlen"
+    assert prepare_model(model, "auto", "cuda", half=True) == "varlen"
     groups = _random_groups(1, n=6)
     seqs = [p + s for p, ss in groups for s in ss]
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_varlen_under_autocast_trains():
     cfg = LlamaConfig(vocab_size=1000, hidden_size=192, intermediate_size=384, num_hidden_layers=3, num_attention_heads=3,
                       num_key_value_heads=1, num_labels=1, pad_token_id=0, max_position_embeddings=1024)
     model = LlamaForSequenceClassification(cfg).cuda()
-    packing.set_packed_attention(model, "varlen", "cuda", half=True)
+    packing.prepare_model(model, "varlen", "cuda", half=True)
     groups = _random_groups(2, n=5)
     seqs = [p + s for p, ss in groups for s in ss]
     batch = packing.pack_groups(groups, 0)

@@ -1,0 +1,160 @@
+"""Pairwise metrics on rewards: pure functions of numbers (accuracy and its interval, calibration,
+length bias).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def expected_calibration_error(margins: np.ndarray, bins: int = 10) -> tuple[float, list[dict[str, float]]]:
+    """ECE of p = sigmoid(margin) as the probability that chosen beats rejected.
+
+    Pairs are folded so p ≥ 0.5 (the model's confidence in its own prediction), binned on [0.5, 1],
+    and each bin's mean confidence is compared with its accuracy.
+    """
+    p = _sigmoid(margins)
+    conf = np.where(p >= 0.5, p, 1 - p)
+    hit = (margins > 0).astype(float)  # chosen is the true winner: a prediction is right iff margin > 0
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    table, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (conf >= lo) & ((conf < hi) if hi < 1.0 else (conf <= hi))
+        if not sel.any():
+            continue
+        acc, c = float(hit[sel].mean()), float(conf[sel].mean())
+        ece += sel.mean() * abs(acc - c)
+        table.append({"lo": float(lo), "hi": float(hi), "count": int(sel.sum()), "accuracy": acc, "confidence": c})
+    return float(ece), table
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sound at small n and near 0 or 1, unlike p ± 2σ)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def binomial_p_above_chance(successes: int, n: int) -> float:
+    """One-sided exact binomial p-value of ``successes`` or more wins out of ``n`` at p = 0.5."""
+    if n == 0:
+        return float("nan")
+    log_terms = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2)
+                 for k in range(successes, n + 1)]
+    top = max(log_terms)
+    return float(min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms)))
+
+
+def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
+                    chosen_len: Sequence[int] | None = None, rejected_len: Sequence[int] | None = None) -> dict[str, Any]:
+    """All pair metrics. Ties (equal rewards) are counted apart, never as wins."""
+    c, r = np.asarray(chosen, dtype=np.float64), np.asarray(rejected, dtype=np.float64)
+    n = len(c)
+    if n == 0:
+        raise DataError("no pairs to evaluate: every pair was dropped or left out (see the data report above).")
+    m = c - r
+    wins, ties = int((m > 0).sum()), int((m == 0).sum())
+    # -log sigmoid(m) computed stably
+    logloss = float(np.mean(np.logaddexp(0.0, -m)))
+    ece, table = expected_calibration_error(m)
+    everything = np.concatenate([c, r])
+    out: dict[str, Any] = {
+        "n_pairs": n,
+        "accuracy": wins / n,
+        "ties": ties,
+        "tie_rate": ties / n,
+        "accuracy_excluding_ties": wins / (n - ties) if n > ties else float("nan"),
+        # Ties count as losses here: "above chance" must not lean on a model that outputs constants.
+        "accuracy_ci95": list(wilson_interval(wins, n)),
+        "p_value_vs_chance": binomial_p_above_chance(wins, n),
+        "mean_margin": float(m.mean()),
+        "bt_logloss": logloss,
+        "ece": ece,
+        "calibration": table,
+        "reward_mean": float(everything.mean()),
+        "reward_std": float(everything.std()),
+        "chosen_reward_mean": float(c.mean()),
+        "rejected_reward_mean": float(r.mean()),
+    }
+    if chosen_len is not None and rejected_len is not None:
+        cl, rl = np.asarray(chosen_len, dtype=float), np.asarray(rejected_len, dtype=float)
+        lengths = np.concatenate([cl, rl])
+        shorter = cl < rl
+        longer = cl > rl
+        out["length_bias"] = {
+            "reward_length_corr": _corr(everything, lengths),
+            "accuracy_chosen_shorter": float((m[shorter] > 0).mean()) if shorter.any() else None,
+            "accuracy_chosen_longer": float((m[longer] > 0).mean()) if longer.any() else None,
+            "n_chosen_shorter": int(shorter.sum()),
+            "n_chosen_longer": int(longer.sum()),
+            "baseline_prefer_shorter_accuracy": float(shorter.mean()),
+        }
+    else:
+        out["length_bias"] = None
+    return out
+
+
+def summary_lines(metrics: dict[str, Any]) -> list[str]:
+    lines = [
+        f"pairs: {metrics['n_pairs']}  accuracy: {metrics['accuracy']:.4f}"
+        + (" (95% CI {:.3f}–{:.3f}, one-sided p vs chance {:.2g})".format(*metrics["accuracy_ci95"],
+                                                                          metrics["p_value_vs_chance"])
+           if "accuracy_ci95" in metrics else "")
+        + f"  ties: {metrics['ties']}",
+        f"mean margin: {metrics['mean_margin']:.4f}  Bradley-Terry log-loss: {metrics['bt_logloss']:.4f}  "
+        f"ECE: {metrics['ece']:.4f}",
+        f"reward mean/std: {metrics['reward_mean']:.4f} / {metrics['reward_std']:.4f}",
+    ]
+    data = metrics.get("data")
+    if data:
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(data.get("dropped", {}).items())) or "none"
+        lines.append(f"data: {data['total']} pairs read, {data['kept']} evaluated; left out: {dropped}")
+    lb = metrics.get("length_bias")
+    if lb:
+        def fmt(v: Any) -> str:
+            return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+        lines.append(
+            f"length bias: corr(reward, length) {fmt(lb['reward_length_corr'])}; accuracy when chosen is shorter "
+            f"{fmt(lb['accuracy_chosen_shorter'])} (n={lb['n_chosen_shorter']}), longer "
+            f"{fmt(lb['accuracy_chosen_longer'])} (n={lb['n_chosen_longer']}); "
+            f"'prefer the shorter' baseline {fmt(lb['baseline_prefer_shorter_accuracy'])}"
+        )
+    return lines
+
+
+@dataclass
+class PairRewards:
+    """Each pair's rewards (chosen, rejected), and its responses' lengths in tokens when known."""
+
+    chosen: list[float]
+    rejected: list[float]
+    chosen_len: list[int] | None = None
+    rejected_len: list[int] | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        """:func:`compute_metrics` of these pairs."""
+        return compute_metrics(self.chosen, self.rejected, self.chosen_len, self.rejected_len)
+
+    @property
+    def has_lengths(self) -> bool:
+        return self.chosen_len is not None and self.rejected_len is not None

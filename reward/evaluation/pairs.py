@@ -1,0 +1,86 @@
+"""``rewardkit eval`` on a file of pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import DataError
+from ..inference.batches import Batching
+from .metrics import PairRewards
+
+
+@dataclass
+class FileEvaluation:
+    """What :func:`evaluate_file` found: metrics (with the data counts under ``data``), each pair's
+    rewards and response lengths."""
+
+    metrics: dict[str, Any]
+    rewards: PairRewards
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """Rows read, kept and dropped (with reasons), whether training prompts were known, cuts."""
+        return self.metrics["data"]
+
+
+def evaluate_file(rm: Any, path: str, fmt: str = "pairs", split: str = "train", batching: Batching | None = None,
+                  max_length: int | None = None, max_pairs: int | None = None, exclude_seen: bool = True
+                  ) -> FileEvaluation:
+    """Every pair of a preference file or Hub dataset (any adapter format) → metrics and per-pair
+    rewards of ``rm`` (a :class:`reward.scoring.RewardModel`).
+
+    With ``exclude_seen`` (the default), pairs whose prompt the model trained on are left out and
+    counted as ``prompt_seen_in_training`` — an evaluation on training data looks better than it is.
+    Each response is fitted to ``max_length`` as ``rm.score`` fits it (``rm.encode``), so a pair's
+    rewards are the ones ``score`` returns.
+    """
+    from ..config.sources import DataSource
+    from ..data.collect import collect_pairs, prompt_hash
+    from ..data.report import DataReport
+
+    batching = batching or Batching()
+    report = DataReport()
+    pairs, _ = collect_pairs([DataSource.parse(0, {"path": path, "format": fmt, "split": split})], report,
+                             eval_split_size=0.0)
+    seen = rm.trained_prompt_hashes() if exclude_seen else None
+    if seen:
+        kept = [p for p in pairs if prompt_hash(p) not in seen]
+        report.drop("prompt_seen_in_training", len(pairs) - len(kept))
+        pairs = kept
+    if not pairs:
+        raise DataError(f"{path}: no pairs left to evaluate:\n{report.summary()}")
+    if max_pairs is not None and len(pairs) > max_pairs:
+        report.drop("max_pairs", len(pairs) - max_pairs)
+        pairs = pairs[:max_pairs]
+    report.kept_eval = len(pairs)
+    report.check()
+    encoded = rm.encode([p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs], max_length)
+    got = rm.score_sequence_groups(encoded.groups, batch_size=batching.batch_size, pack_tokens=batching.pack_tokens,
+                                   progress=batching.progress)
+    rewards = PairRewards([g[0] for g in got], [g[1] for g in got], [n[0] for n in encoded.response_lengths],
+                          [n[1] for n in encoded.response_lengths])
+    summary = report.to_dict()
+    metrics = rewards.metrics()
+    metrics["data"] = {**{k: summary[k] for k in ("total", "kept", "dropped", "repaired")},
+                       "training_prompts_known": seen is not None if exclude_seen else None,
+                       "max_length": max_length or rm.max_length, "responses_cut_to_max_length": encoded.responses_cut}
+    return FileEvaluation(metrics, rewards)
+
+
+def data_notes(data: dict[str, Any], model: str) -> list[str]:
+    """What a user should know about the pairs an evaluation used: those left out as seen in training,
+    responses cut to ``max_length``, a model that does not say what it trained on."""
+    notes = []
+    seen = data["dropped"].get("prompt_seen_in_training", 0)
+    if seen:
+        notes.append(f"left out {seen} of {data['total']} pairs whose prompt the model trained on "
+                     "(--include_seen keeps them)")
+    if data["responses_cut_to_max_length"]:
+        notes.append(f"{data['responses_cut_to_max_length']} responses are longer than max_length {data['max_length']} "
+                     "on their own and were scored on their first tokens and end of turn (--max_length raises the limit)")
+    if not seen and data["training_prompts_known"] is False:
+        notes.append(f"warning: {model} does not record its training prompts (no train_prompt_hashes.json): "
+                     "cannot check that these pairs are unseen")
+    return notes

@@ -1,0 +1,254 @@
+"""``RewardkitTrainer``: TRL's ``RewardTrainer`` with the packed forward and exact, sync-free metrics.
+
+What it changes, and why:
+- ``compute_loss`` runs the prompt-sharing packed forward (``reward.packing``) when the batch is
+  packed, TRL's padded forward otherwise; the loss terms are the pure functions of ``reward.losses``.
+- Its settings (packing and its attention mode, token budget, length debiasing) are fields of its
+  ``args`` (``reward.reward_config.RewardkitConfig``), as TRL's trainer reads
+  ``center_rewards_coefficient``; the trainer sets the model's packed attention itself, so a trainer
+  built from Python runs what its ``args`` say.
+- Metrics: TRL calls ``.item()`` several times per micro-batch (a host sync each) and logs accuracy
+  as a mean of batch means that counts ties as losses. Here counts accumulate on the device and are
+  reduced across processes once per ``log``: exact accuracy, ties apart. Evaluation counts go
+  through ``gather_for_metrics``, so ``eval_accuracy`` is over exactly the eval set.
+- ``max_tokens_per_batch``: training micro-batches are a token budget filled with pairs of similar
+  length (``reward.packing.TokenBudgetBatchSampler``) instead of a fixed pair count.
+- ZeRO with optimizer offload gets DeepSpeed's CPU Adam (with the Trainer's parameter groups): the
+  Trainer hands DeepSpeed a torch AdamW, which DeepSpeed refuses under offload.
+- A mixture-of-experts base adds its router's load-balancing loss in training (``reward.routing``), as
+  the family's causal LM does; TRL's reward trainer drops it.
+- ``length_debias`` (``corr_penalty``, ``odin``): extra loss terms TRL lacks; an ODIN head has two
+  outputs (quality, length) and accuracy, reports and exports use the quality one.
+- A NaN or infinite training loss stops the run (``TrainingDiverged``) at the next log step instead
+  of training on and stamping a NaN model complete.
+- Datasets prepared by ``reward.data`` (tokenized, every pair fitted to ``max_length``) pass TRL's
+  dataset preparation as they are: its per-row length filter would read every row of a memory-mapped
+  set (minutes for a million pairs) to drop nothing. Their lengths are checked on the Arrow columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from trl import RewardTrainer
+
+from ..config.reward_config import RewardkitConfig
+from ..errors import RecipeError, TrainingDiverged
+from ..modeling.heads import head_name, unwrap_peft
+from ..packing import (
+    PackedPreferenceCollator,
+    ScoreCapture,
+    TokenBudgetBatchSampler,
+    attention_features,
+    describe,
+    longest_row,
+    packed_pair_lengths,
+    packed_rewards,
+    prepare_model,
+)
+from ..seams import PACKED_COLUMNS, reward_trainer_accepts_outputs
+from . import losses
+from .routing import RouterLoss
+
+logger = logging.getLogger(__name__)
+_STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")
+
+
+def _set_packed_forward(model: Any, config: RewardkitConfig) -> None:
+    """Point ``model`` at the packed attention ``config.packed_attention`` asks for; a model that cannot
+    pack under ``auto`` trains padded (``config.packing`` becomes false, with the warning saying why)."""
+    if not isinstance(model, torch.nn.Module):
+        return
+    half = bool(config.bf16 or config.fp16 or getattr(model, "is_loaded_in_4bit", False))
+    mode = prepare_model(model, config.packed_attention, config.device, half=half)
+    if mode == "padded":
+        if config.length_debias != "none":
+            raise RecipeError(f"recipe key 'length_debias': {config.length_debias} needs the packed forward, which "
+                              "this model cannot run (see the warning above): use length_debias: none.")
+        config.packing = False
+        return
+    logger.info("packed forward: %s attention (%s)", mode, describe(attention_features(model)))
+
+
+class RewardkitTrainer(RewardTrainer):
+    """RewardTrainer + packing + exact metrics, set by its ``args`` (a ``RewardkitConfig``); ``packing: false``
+    is the stock padded path."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._eval_prefix = "eval"  # the running evaluation's metric prefix (``evaluate``)
+        config = kwargs.get("args", args[1] if len(args) > 1 else None)
+        if not isinstance(config, RewardkitConfig):
+            raise TypeError("RewardkitTrainer takes its settings from a reward.reward_config.RewardkitConfig as `args`.")
+        if config.packing:
+            _set_packed_forward(kwargs.get("model", args[0] if args else None), config)
+        if config.packing and kwargs.get("data_collator") is None:
+            tok = kwargs["processing_class"]
+            kwargs["data_collator"] = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)
+        with reward_trainer_accepts_outputs(kwargs.get("model")):
+            super().__init__(*args, **kwargs)
+        self._check_head_trainable()
+        self._router = RouterLoss.for_model(unwrap_peft(self.model), config.router_aux_loss_coef)
+        if self._router is not None:
+            logger.info("mixture of experts: router load-balancing loss × %g added in training", self._router.coef)
+        self._capture: ScoreCapture | None = None
+        self._stats: dict[str, torch.Tensor] = {}
+
+    def _check_head_trainable(self) -> None:
+        name = head_name(self.model)
+        trainable = [n for n, p in self.model.named_parameters() if p.requires_grad and f".{name}." in f".{n}"]
+        if not trainable:
+            raise RecipeError(f"the reward head '{name}' is frozen: LoRA would never train it. "
+                               "Use task_type SEQ_CLS / modules_to_save=['score'].")
+
+    def get_train_dataloader(self) -> Any:
+        """A token-budget batch sampler when ``max_tokens_per_batch`` is set; the Trainer's otherwise.
+        accelerate shards its batches across processes like any batch sampler."""
+        if not self.args.max_tokens_per_batch or self.train_dataset is None:
+            return super().get_train_dataloader()
+        from torch.utils.data import DataLoader
+
+        dataset = self._remove_unused_columns(self.train_dataset, description="training")
+        sampler = TokenBudgetBatchSampler(packed_pair_lengths(dataset), self.args.max_tokens_per_batch, seed=self.args.seed)
+        workers = self.args.dataloader_num_workers
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=workers,
+                            pin_memory=self.args.dataloader_pin_memory,
+                            persistent_workers=bool(workers and self.args.dataloader_persistent_workers),
+                            prefetch_factor=self.args.dataloader_prefetch_factor if workers else None)
+        return self.accelerator.prepare(loader)
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.is_deepspeed_enabled and _offloads_optimizer(self.accelerator) and type(optimizer).__name__ == "AdamW":
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            a = self.args
+            self.optimizer = DeepSpeedCPUAdam(optimizer.param_groups, lr=a.learning_rate, betas=(a.adam_beta1, a.adam_beta2),
+                                              eps=a.adam_epsilon, weight_decay=a.weight_decay, adamw_mode=True)
+            logger.info("ZeRO optimizer offload: DeepSpeedCPUAdam instead of %s", type(optimizer).__name__)
+        return self.optimizer
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        """seams.TRAINER_DATASET_HOOK: a prepared set as it is, once its longest row is checked (Arrow)."""
+        if "chosen_ids" not in getattr(dataset, "column_names", ()):
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+        longest = longest_row(dataset)
+        if args.max_length is not None and longest > args.max_length:
+            raise RecipeError(f"the {dataset_name} set has a {longest}-token row, over max_length {args.max_length}: "
+                              "prepare it with rewardkit's data step (reward.data.prepare_data).")
+        return dataset
+
+    def _set_signature_columns_if_needed(self) -> None:  # seams.TRAINER_SIGNATURE_HOOK: keep the packed columns
+        if self._signature_columns is None:
+            self._signature_columns = list(PACKED_COLUMNS)
+
+    def _head_capture(self) -> ScoreCapture:
+        """The hook on the trained model's reward head (``self.model``, also when ``compute_loss`` gets a wrapper)."""
+        if self._capture is None:
+            self._capture = ScoreCapture.for_model(self.model)
+        return self._capture
+
+    def pair_rewards(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(chosen rewards, rejected rewards, real tokens: an int or a device scalar) for a packed or padded
+        batch; rewards are [n] or, for an ODIN head, [n, 2] (quality, length)."""
+        if "segment_ids" in inputs:
+            chosen, rejected = packed_rewards(model, self._head_capture(), inputs, inner=self.model,
+                                              all_outputs=self.args.length_debias == "odin")
+            return chosen, rejected, inputs["input_ids"].numel()
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+        chosen, rejected = torch.chunk(out.logits.squeeze(-1), chunks=2)
+        return chosen, rejected, inputs["attention_mask"].sum()
+
+    def length_terms(self, chosen: torch.Tensor, rejected: torch.Tensor,
+                     inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reward for the Bradley-Terry loss of chosen, of rejected, extra loss) under ``length_debias``."""
+        if self.args.length_debias == "none":
+            return chosen, rejected, chosen.new_zeros(())
+        c_len, r_len = inputs["chosen_len"], inputs["rejected_len"]
+        if self.args.length_debias == "corr_penalty":
+            return chosen, rejected, losses.corr_penalty(chosen, rejected, c_len, r_len, self.args.length_debias_coef)
+        return losses.odin_terms(chosen, rejected, c_len, r_len, self.args.length_debias_coef, self._head_weight())
+
+    def _head_weight(self) -> torch.Tensor:
+        """The trained reward head's weight (PEFT keeps the trained copy in ``modules_to_save``)."""
+        head = getattr(unwrap_peft(self.model), head_name(self.model))
+        if hasattr(head, "modules_to_save"):
+            head = next(iter(head.modules_to_save.values()))
+        return head.weight
+
+    def compute_loss(self, model: Any, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        mode = "train" if self.model.training else "eval"
+        if self._router is not None:
+            self._router.start()
+        chosen, rejected, tokens = self.pair_rewards(model, inputs)
+        bt_chosen, bt_rejected, extra = self.length_terms(chosen, rejected, inputs)
+        if chosen.dim() == 2:  # ODIN: the quality head is the reward model's reward
+            chosen, rejected = chosen[:, 0], rejected[:, 0]
+        per_pair = losses.bradley_terry(bt_chosen, bt_rejected, inputs.get("margin"))
+        loss = per_pair.mean() + extra
+        if self.args.center_rewards_coefficient is not None:
+            loss = loss + losses.centering(bt_chosen, bt_rejected, self.args.center_rewards_coefficient)
+        if self._router is not None and mode == "train":  # the reward model's eval loss stays Bradley-Terry
+            aux = self._router.loss(inputs.get("attention_mask"))
+            if aux is not None:
+                loss = loss + aux
+        with torch.no_grad():
+            gap = (chosen - rejected).float()
+            pair_loss = per_pair.detach().float()
+            if mode == "eval":  # every process gets the whole de-duplicated batch; `log` does not reduce again
+                both = self.accelerator.gather_for_metrics(torch.stack([gap, pair_loss], dim=-1))
+                gap, pair_loss = both[:, 0], both[:, 1]
+            n = torch.tensor(float(gap.numel()), device=gap.device)
+            row = torch.stack([n, (gap > 0).sum().float(), (gap == 0).sum().float(), gap.sum(),
+                               pair_loss.sum(), torch.as_tensor(tokens, device=gap.device).float()])
+            self._stats[mode] = self._stats[mode] + row if mode in self._stats else row
+        if return_outputs:
+            return loss, {"rewards": torch.stack([chosen, rejected], dim=-1)}
+        return loss
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        self._stats.pop("eval", None)  # counts left by a `predict` call must not leak into this evaluation
+        # a named set (``eval_dataset`` a dict) logs under its own prefix, ``eval_NAME_``, as the Trainer's loss does
+        self._eval_prefix = kwargs.get("metric_key_prefix", "eval")
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        out = super().predict(*args, **kwargs)
+        self._stats.pop("eval", None)  # predict does not log: drop its counts
+        return out
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        stats = self._stats.pop(mode, None)
+        if stats is not None:
+            # one sync per log, not per step; eval counts were gathered already
+            total = (self.accelerator.reduce(stats, reduction="sum") if mode == "train" else stats).tolist()
+            values = dict(zip(_STATS, total))
+            pairs = max(values["pairs"], 1.0)
+            prefix = f"{self._eval_prefix}_" if mode == "eval" else ""
+            logs[prefix + "accuracy"] = values["correct"] / pairs
+            logs[prefix + "ties"] = values["ties"] / pairs
+            logs[prefix + "margin"] = values["margin_sum"] / pairs
+            if mode == "eval":
+                logs[prefix + "pairs"] = values["pairs"]
+            if mode == "train":
+                logs["tokens"] = values["tokens"]
+        super().log(logs, start_time)
+        loss = logs.get("loss")
+        if mode == "train" and loss is not None and not math.isfinite(loss):
+            # checked where the loss is already on the host (a log step), so it costs no extra sync
+            raise TrainingDiverged(
+                f"training diverged: the loss is {loss} at step {self.state.global_step}. The run is stopped and not "
+                "marked complete. Lower learning_rate, keep max_grad_norm on, or use bf16 instead of fp16; "
+                "logs/train_log.jsonl has the steps before it.")
+
+
+def _offloads_optimizer(accelerator: Any) -> bool:
+    """Whether the DeepSpeed config accelerate resolved offloads optimizer states (to CPU or NVMe)."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    config = getattr(plugin, "deepspeed_config", None) or {}
+    offload = (config.get("zero_optimization") or {}).get("offload_optimizer") or {}
+    return offload.get("device", "none") in ("cpu", "nvme")
