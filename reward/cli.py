@@ -235,7 +235,7 @@ def _loading_args(p: argparse.ArgumentParser, max_length: bool = True) -> None:
 
 
 def _batching_args(p: argparse.ArgumentParser) -> None:
-    """How scoring batches (``reward.scoring.Batching``)."""
+    """How scoring batches (``reward.inference.Batching``)."""
     p.add_argument("--batch_size", type=POSITIVE_INT, default=16, help="sequences per padded batch (with --pack_tokens 0)")
     p.add_argument("--pack_tokens", type=NON_NEGATIVE_INT, default=None, help=PACK_TOKENS_HELP)
     p.add_argument("--no_progress", action="store_true")

@@ -1,6 +1,6 @@
 """Reading recipe values: a YAML or command-line value → the annotated type, where the intent is
 unambiguous (``1e-5`` written as a string is a number), else a :class:`RecipeError` naming the key;
-and the closest valid name for a typo. Used by every argument class (``reward.arguments``) and by
+and the closest valid name for a typo. Used by every argument class (``reward.config.arguments``) and by
 ``reward.data.sources.DataSource``; imports nothing heavy."""
 
 from __future__ import annotations

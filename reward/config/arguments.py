@@ -1,4 +1,4 @@
-"""A recipe's model and data argument groups (the training group is ``reward.reward_config``).
+"""A recipe's model and data argument groups (the training group is ``reward.config.reward_config``).
 Each dataclass owns its defaults and checks its own keys in ``__post_init__``, as TRL's
 ``ModelConfig`` and ``RewardConfig`` do; nothing downstream restates a default.
 

@@ -33,11 +33,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Recipe:
-    """A validated recipe: its three argument groups (``reward.arguments``), and where it came from."""
+    """A validated recipe: its three argument groups (``reward.config.arguments``), and where it came from."""
 
-    model: Any  # reward.arguments.ModelArguments
-    data: Any  # reward.arguments.DataArguments
-    training: Any  # reward.arguments.RewardkitConfig
+    model: Any  # reward.config.ModelArguments
+    data: Any  # reward.config.DataArguments
+    training: Any  # reward.config.RewardkitConfig
     path: str | None = None
 
     @property

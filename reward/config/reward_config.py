@@ -62,7 +62,7 @@ class RewardkitConfig(RewardConfig):
     0.2: on the quickstart, 1.0 over-corrected (the correlation changed sign, accuracy fell to chance)."""
     router_aux_loss_coef: float | None = None
     """Weight of a mixture-of-experts base's router load-balancing loss, added in training as the family's
-    causal LM adds it (``reward.routing``). None: the model config's ``router_aux_loss_coef`` (0.001 for
+    causal LM adds it (``reward.training.routing``). None: the model config's ``router_aux_loss_coef`` (0.001 for
     Mixtral and Qwen3-MoE); 0: off. Dense models ignore it."""
     eval_max_pairs: int = 512
     """Pairs the final evaluation report (and export verification) uses."""

@@ -6,7 +6,7 @@ token a policy emits and stops at: ``<|im_end|>`` for ChatML models, the EOS wit
 template) and nowhere else: the scored sequence is ``[lead] prompt rendering + response + turn end``
 with nothing after it. Whatever a chat template writes after the turn end (ChatML's ``\n``) is not
 scored; ``lead`` (a BOS, or the special token every rendering starts with) appears exactly once.
-Training, ``score``, ``eval``, ``serve`` and :class:`reward.scoring.RewardModel` all build this
+Training, ``score``, ``eval``, ``serve`` and :class:`reward.inference.RewardModel` all build this
 sequence, and every text a client sends is mapped onto it (:func:`split_text`): a text that ends at
 the turn end (OpenRLHF decodes the policy's ids), one that ends with the template's trailing
 characters (a chat template's rendering), one with no turn end at all (a policy's text decoded

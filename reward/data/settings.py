@@ -19,7 +19,7 @@ PARALLEL_FROM = 20_000
 @dataclass(frozen=True)
 class DataSettings:
     """What decides the prepared data (and its cache key), besides the sources and the tokenizer; the
-    defaults are the recipe's (:class:`reward.recipe.DataArguments`), read from it, not restated."""
+    defaults are the recipe's (:class:`reward.config.DataArguments`), read from it, not restated."""
 
     max_length: int | None
     truncation: str

@@ -29,7 +29,7 @@ def evaluate_file(rm: Any, path: str, fmt: str = "pairs", split: str = "train", 
                   max_length: int | None = None, max_pairs: int | None = None, exclude_seen: bool = True
                   ) -> FileEvaluation:
     """Every pair of a preference file or Hub dataset (any adapter format) → metrics and per-pair
-    rewards of ``rm`` (a :class:`reward.scoring.RewardModel`).
+    rewards of ``rm`` (a :class:`reward.inference.RewardModel`).
 
     With ``exclude_seen`` (the default), pairs whose prompt the model trained on are left out and
     counted as ``prompt_seen_in_training`` — an evaluation on training data looks better than it is.

@@ -2,7 +2,7 @@
 
 A suite is a Hub dataset id read through ``datasets.load_dataset`` or a local file or directory in
 one of the three row schemas (detected from the columns). Every row's responses are scored by
-:class:`reward.scoring.RewardModel` as ``rewardkit score`` scores them, each distinct (prompt,
+:class:`reward.inference.RewardModel` as ``rewardkit score`` scores them, each distinct (prompt,
 response) once per model, all responses to a prompt in one prompt-shared group; the arithmetic then
 follows each benchmark's upstream code:
 

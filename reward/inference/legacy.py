@@ -1,4 +1,4 @@
-"""The original project's scoring API, kept working on top of :class:`reward.scoring.RewardModel`."""
+"""The original project's scoring API, kept working on top of :class:`reward.inference.RewardModel`."""
 
 from __future__ import annotations
 

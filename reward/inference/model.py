@@ -3,7 +3,7 @@
 Scoring formats text with ``reward.data.formatting`` (the function training used), sorts work by
 length so batches carry little padding, runs without gradients (bf16 on GPU, fp32 on CPU) and
 passes explicit position ids, so a score is the same alone or in any batch, with left or right
-padding. Pairs (``eval``) and a prompt's n responses (``rank``, ``reward.scorefile``) go through the
+padding. Pairs (``eval``) and a prompt's n responses (``rank``, ``reward.inference.scorefile``) go through the
 packed forward of ``reward.packing`` instead: the prompt is computed once, no padding, same rewards.
 """
 
@@ -296,7 +296,7 @@ class RewardModel:
                        pack_tokens: int | None = None) -> Any:
         """This model as a reward function for TRL's ``GRPOTrainer`` / ``RLOOTrainer`` (``reward_funcs``):
         every completion formatted as training formatted it, each prompt computed once for its group
-        (:class:`reward.reward_func.RewardFunction`)."""
+        (:class:`reward.inference.RewardFunction`)."""
         from .reward_func import RewardFunction
 
         return RewardFunction(self, normalize=normalize, device=device, name=name, pack_tokens=pack_tokens)

@@ -1,5 +1,5 @@
 """``rewardkit score``: JSON Lines in, the same rows with rewards out (``score``, or ``scores`` and a
-``ranking`` for rows with several ``responses``), through :class:`reward.scoring.RewardModel`'s public
+``ranking`` for rows with several ``responses``), through :class:`reward.inference.RewardModel`'s public
 methods. Every row is checked before the model loads; the output is written to a temporary name and
 renamed into place, so a crash never leaves a partial file under the output name."""
 

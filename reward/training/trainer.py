@@ -2,9 +2,9 @@
 
 What it changes, and why:
 - ``compute_loss`` runs the prompt-sharing packed forward (``reward.packing``) when the batch is
-  packed, TRL's padded forward otherwise; the loss terms are the pure functions of ``reward.losses``.
+  packed, TRL's padded forward otherwise; the loss terms are the pure functions of ``reward.training.losses``.
 - Its settings (packing and its attention mode, token budget, length debiasing) are fields of its
-  ``args`` (``reward.reward_config.RewardkitConfig``), as TRL's trainer reads
+  ``args`` (``reward.config.RewardkitConfig``), as TRL's trainer reads
   ``center_rewards_coefficient``; the trainer sets the model's packed attention itself, so a trainer
   built from Python runs what its ``args`` say.
 - Metrics: TRL calls ``.item()`` several times per micro-batch (a host sync each) and logs accuracy
@@ -15,7 +15,7 @@ What it changes, and why:
   length (``reward.packing.TokenBudgetBatchSampler``) instead of a fixed pair count.
 - ZeRO with optimizer offload gets DeepSpeed's CPU Adam (with the Trainer's parameter groups): the
   Trainer hands DeepSpeed a torch AdamW, which DeepSpeed refuses under offload.
-- A mixture-of-experts base adds its router's load-balancing loss in training (``reward.routing``), as
+- A mixture-of-experts base adds its router's load-balancing loss in training (``reward.training.routing``), as
   the family's causal LM does; TRL's reward trainer drops it.
 - ``length_debias`` (``corr_penalty``, ``odin``): extra loss terms TRL lacks; an ODIN head has two
   outputs (quality, length) and accuracy, reports and exports use the quality one.
@@ -81,7 +81,7 @@ class RewardkitTrainer(RewardTrainer):
         self._eval_prefix = "eval"  # the running evaluation's metric prefix (``evaluate``)
         config = kwargs.get("args", args[1] if len(args) > 1 else None)
         if not isinstance(config, RewardkitConfig):
-            raise TypeError("RewardkitTrainer takes its settings from a reward.reward_config.RewardkitConfig as `args`.")
+            raise TypeError("RewardkitTrainer takes its settings from a reward.config.RewardkitConfig as `args`.")
         if config.packing:
             _set_packed_forward(kwargs.get("model", args[0] if args else None), config)
         if config.packing and kwargs.get("data_collator") is None:
