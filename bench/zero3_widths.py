@@ -122,8 +122,8 @@ def _trace_rss(every: float) -> None:
 def worker(recipe_path: str, out: str) -> None:
     """One rank: the run as ``rewardkit train`` does it, plus this rank's counted states and peak RSS."""
     from reward.config import load_recipe
-    from reward.run import final_evaluation, finish, leave_process_group, setup, train
-    from reward.training import ensure_zero3_saves_weights
+    from reward.run import final_evaluation, finish, setup, train
+    from reward.training import ensure_zero3_saves_weights, exit_rank
 
     ensure_zero3_saves_weights()
     if os.environ.get("ZERO3_WIDTHS_TRACE"):
@@ -136,7 +136,7 @@ def worker(recipe_path: str, out: str) -> None:
     finish(run, trainer, result, final_evaluation(run, trainer))
     counted["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GiB
     Path(out, f"rank{os.environ.get('RANK', '0')}.json").write_text(json.dumps(counted))
-    leave_process_group()
+    exit_rank(0)
 
 
 def plain_transformers_gap(export: Path, run: Path) -> dict[str, float]:

@@ -26,8 +26,9 @@ def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
     recipe = load_recipe(ns.recipe, rest)  # fail fast, before any relaunch or model load
     if ns.accelerate_config:
         return relaunch(ns.accelerate_config, ["train", ns.recipe, *rest], ns.num_processes)
-    from .run import leave_process_group, run_training
+    from .run import run_training
     from .rundir import latest_checkpoint
+    from .training.launching import exit_rank
 
     try:
         run_dir = run_training(recipe)
@@ -38,7 +39,7 @@ def cmd_train(ns: argparse.Namespace, rest: list[str]) -> int:
                                  "latest)" if last else "no complete checkpoint was saved"), file=sys.stderr)
         return 130
     print(f"run directory: {run_dir}")
-    leave_process_group()
+    exit_rank(0)  # a distributed rank ends here
     return 0
 
 

@@ -373,13 +373,3 @@ def run_training(recipe: Recipe) -> Path:
     evaluation = final_evaluation(run, trainer)
     finish(run, trainer, result, evaluation, named_evaluations(run, trainer))
     return run.writer.dir
-
-
-def leave_process_group() -> None:
-    """Every rank leaves the process group together, before the process exits (``rewardkit train``; a
-    caller of :func:`run_training` may still use the group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

@@ -136,3 +136,12 @@ def close_progress_bars() -> None:
         return
     for bar in list(getattr(tqdm, "_instances", None) or []):
         bar.close()
+
+
+def run_exit_handlers() -> None:
+    """Run the ``atexit`` handlers now (``atexit._run_exitfuncs``, CPython's private runner), for a process
+    about to end with ``os._exit`` (``reward.training.launching.exit_rank``): temporary files and logs are
+    still cleaned up."""
+    import atexit
+
+    atexit._run_exitfuncs()

@@ -70,13 +70,15 @@ def ds_recipe(tiny_recipe):
     return make
 
 
-@pytest.mark.parametrize("config, debias", [("zero2_cpu", "odin"), ("zero3_cpu", "corr_penalty"), ("zero3_cpu", "odin")])
-def test_zero_full_finetune_saves_a_real_model(ds_recipe, tmp_path, config, debias, tiny_policy_dir):
+@pytest.mark.parametrize("config, debias, pairing", [("zero2_cpu", "odin", "pairwise"),
+                                                      ("zero3_cpu", "corr_penalty", "listwise"),
+                                                      ("zero3_cpu", "odin", "pairwise")])
+def test_zero_full_finetune_saves_a_real_model(ds_recipe, tmp_path, config, debias, pairing, tiny_policy_dir):
     """Each ZeRO stage saves a real model that reproduces the trained rewards, with length debiasing on
-    (ODIN's two-output head is saved whole; its quality output is what scoring reads). ZeRO-3 + ODIN
-    starts from a language model (no head yet), as users do."""
+    (ODIN's two-output head is saved whole; its quality output is what scoring reads), and under
+    ZeRO-3 with listwise batches. ZeRO-3 + ODIN starts from a language model (no head yet), as users do."""
     base = {"model_name_or_path": str(tiny_policy_dir)} if (config, debias) == ("zero3_cpu", "odin") else {}
-    proc = _train(ds_recipe(length_debias=debias, **base), config)
+    proc = _train(ds_recipe(length_debias=debias, pairing=pairing, **base), config)
     run = tmp_path / "run"
     assert json.loads((run / "environment.json").read_text())["world_size"] == 2
     assert (run / "run_complete.json").exists() and "held-out accuracy" in proc.stdout

@@ -72,9 +72,9 @@ if state.is_main_process:
     init = AutoModelForSequenceClassification.from_pretrained(sys.argv[3])
     base = torch.cat([p.detach().flatten() for p in init.parameters()])
     print("SAME", torch.equal(out[0], out[1]), "MOVED", not torch.allclose(out[0], base))
-# every rank leaves the group before exiting, as `rewardkit train` does
-from reward.run import leave_process_group
-leave_process_group()
+# every rank ends as `rewardkit train` ends it
+from reward.training import exit_rank
+exit_rank(0)
 ''')
     port = free_port()
     import yaml

@@ -207,3 +207,17 @@ def test_router_logits_source_and_family_loss():
     assert cls is modeling_mixtral.MixtralTopKRouter and index == 0
     assert seams.family_load_balancing_loss(cls) is modeling_mixtral.load_balancing_loss_func
     assert seams.router_logits_source(modeling_llama.LlamaForSequenceClassification) is None
+
+
+def test_exit_handlers_run_before_a_process_ends_with_os_exit(tmp_path):
+    """``seams.run_exit_handlers`` (CPython's ``atexit._run_exitfuncs``) runs the handlers a process
+    registered, so ``reward.training.launching.exit_rank`` can end a rank with ``os._exit`` and still clean up."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "ran"
+    code = ("import atexit, os, pathlib\n"
+            f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+            "from reward.seams import run_exit_handlers\nrun_exit_handlers()\nos._exit(3)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    assert proc.returncode == 3 and marker.read_text() == "yes"

@@ -99,8 +99,12 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model.safetensors"))
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tiny_recipe, tmp_path):
-    common = dict(max_steps=8, save_strategy="steps", save_steps=2, eval_split_size=0.0, logging_steps=1)
+@pytest.mark.parametrize("pairing", ["pairwise", "listwise"])
+def test_resume_after_sigkill_matches_uninterrupted(tiny_recipe, tmp_path, pairing):
+    """Killed after its step-4 checkpoint and resumed: the weights and the logged losses of steps 5-8 are the
+    uninterrupted run's (``listwise``: the group sampler's batches resume where they stopped too)."""
+    common = dict(max_steps=8, save_strategy="steps", save_steps=2, eval_split_size=0.0, logging_steps=1,
+                  pairing=pairing)
     straight = run_training(load_recipe(tiny_recipe(output_dir=str(tmp_path / "straight"), **common)))
 
     recipe = tiny_recipe(output_dir=str(tmp_path / "killed"), **common)

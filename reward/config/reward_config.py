@@ -27,6 +27,8 @@ from .arguments import one_of
 _RENAMED = checkpointing_key(RewardConfig.__dataclass_fields__) == "activation_checkpointing"
 PACKED_ATTENTION = ("auto", "varlen", "flex", "dense")
 LENGTH_DEBIAS = ("none", "odin", "corr_penalty")
+PAIRING = ("pairwise", "listwise")
+LISTWISE_LOSS = ("bradley_terry", "plackett_luce")
 
 
 @dataclass
@@ -64,6 +66,14 @@ class RewardkitConfig(RewardConfig):
     """Weight of a mixture-of-experts base's router load-balancing loss, added in training as the family's
     causal LM adds it (``reward.training.routing``). None: the model config's ``router_aux_loss_coef`` (0.001 for
     Mixtral and Qwen3-MoE); 0: off. Dense models ignore it."""
+    pairing: str = "pairwise"
+    """``listwise``: a prompt's pairs train as one group (``reward.packing.groups``): the prompt packed once
+    with each distinct response once, the loss averaged within the group so that each prompt weighs the
+    same (InstructGPT); micro-batches are whole groups by ``max_tokens_per_batch`` (or
+    ``per_device_train_batch_size`` groups). ``pairwise``: every pair on its own (TRL's weighting)."""
+    listwise_loss: str = "bradley_terry"
+    """Listwise loss of a group: ``bradley_terry`` over all its comparisons, averaged; ``plackett_luce``
+    for the groups whose comparisons rank every response (a total order; the others keep Bradley-Terry)."""
     eval_max_pairs: int = 512
     """Pairs the final evaluation report (and export verification) uses."""
 
@@ -89,6 +99,13 @@ class RewardkitConfig(RewardConfig):
     def _check_packing(self) -> None:
         one_of("packed_attention", self.packed_attention, PACKED_ATTENTION)
         one_of("length_debias", self.length_debias, LENGTH_DEBIAS)
+        one_of("pairing", self.pairing, PAIRING)
+        one_of("listwise_loss", self.listwise_loss, LISTWISE_LOSS)
+        if self.pairing == "listwise" and not self.packing:
+            raise RecipeError("recipe key 'pairing': listwise needs 'packing: true' (a group is one packed prompt "
+                              "with its responses).")
+        if self.listwise_loss != "bradley_terry" and self.pairing != "listwise":
+            raise RecipeError(f"recipe key 'listwise_loss': {self.listwise_loss} needs 'pairing: listwise'.")
         if self.length_debias != "none" and not self.packing:
             raise RecipeError("recipe key 'length_debias' needs 'packing: true' (the packed batch carries response "
                               "lengths).")

@@ -11,8 +11,10 @@ from typing import Any
 from ..coercion import coerce, suggest
 from ..errors import DataError, RecipeError
 
-FORMATS = ("pairs", "conversational", "hh-rlhf", "helpsteer2", "helpsteer2-binarized", "ranked-csv")
-"""The ``format`` names a data source may have; ``reward.data.adapters`` registers one adapter under each."""
+FORMATS = ("pairs", "conversational", "hh-rlhf", "helpsteer2", "helpsteer2-binarized", "ranked-csv", "ranked",
+           "qa-feedback", "oasst")
+"""The ``format`` names a data source may have; ``reward.data.formats`` registers one adapter under each
+(``ranked``, ``ranked-csv``, ``qa-feedback`` and ``oasst`` rank several responses to a prompt)."""
 
 
 @dataclass
@@ -37,10 +39,11 @@ class DataSource:
     score_weights: dict[str, float] | None = None
     """HelpSteer2: weighted sum of attributes that orders responses (default: helpfulness only)."""
     use_margin: bool = False
-    """Add the score gap as the Bradley-Terry ``margin``."""
-    # ranked-csv
+    """Add the score (or rank) gap as the Bradley-Terry ``margin`` (helpsteer2, ranked formats)."""
+    # ranked formats (ranked, ranked-csv, oasst)
     pairing: str = "all"
-    """ranked-csv: ``all`` ordered pairs of a prompt's answers, or ``adjacent`` ranks only."""
+    """Ranked formats: every pair of a prompt's ranked responses (``all``), or neighbouring ranks only
+    (``adjacent``). How they train, pair by pair or as one group, is the recipe's ``pairing``."""
     pairs_out: str | None = None
     """ranked-csv: also write the generated pairs to this CSV (the original project's answers_pairs.csv)."""
 

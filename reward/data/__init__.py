@@ -1,9 +1,11 @@
 """Data: adapters from every source format to one pair format, hygiene, splits and tokenization."""
 
 from ..errors import DataError
-from .adapters import ADAPTERS, adapt_hh_rlhf, parse_hh_transcript, write_pairs_csv
+from .adapters import adapt_hh_rlhf, parse_hh_transcript
 from .collect import clean_pairs, collect_pairs, grouped_split, prompt_hash, prompt_key
+from .formats import ADAPTERS
 from .formatting import as_messages, consumer_tokenizer, encode_pairs, fit_to_length, render_plain, render_texts
+from .groups import Group, qa_feedback_prompt, write_pairs_csv
 from .pipeline import PreparedData, prepare_data
 from .report import DataReport
 from .settings import DataSettings
@@ -15,6 +17,7 @@ __all__ = [
     "DataError",
     "DataReport",
     "DataSettings",
+    "Group",
     "PreparedData",
     "adapt_hh_rlhf",
     "as_messages",
@@ -30,6 +33,7 @@ __all__ = [
     "prepare_data",
     "prompt_hash",
     "prompt_key",
+    "qa_feedback_prompt",
     "render_plain",
     "render_texts",
     "write_pairs_csv",

@@ -1,7 +1,8 @@
-"""Adapters from the formats users bring to one pair: ``{prompt: [messages], chosen, rejected, margin}``.
+"""Adapters from the pair formats users bring to one pair: ``{prompt: [messages], chosen, rejected, margin}``
+(the formats that rank several responses to a prompt are in ``reward.data.groups``).
 
-Each adapter is a generator over rows, so a source of any size streams through it (the formats that
-pair a prompt's rows, ``helpsteer2`` and ``ranked-csv``, gather them first).
+Each adapter is a generator over rows, so a source of any size streams through it (``helpsteer2``,
+which pairs a prompt's rows, gathers them first).
 
 Every adapter counts what it cannot use in the :class:`DataReport` (``dropped`` by reason) and
 raises :class:`DataError` naming the row and column for values of the wrong type, so nothing is
@@ -10,14 +11,12 @@ lost without a number next to it.
 
 from __future__ import annotations
 
-import csv
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..config.sources import FORMATS, DataSource
+from ..config.sources import DataSource
 from ..errors import DataError
 from .formatting import as_messages
 from .report import DataReport
@@ -240,69 +239,3 @@ def adapt_helpsteer2(rows: Iterable[dict], source: DataSource, report: DataRepor
             (hi, chosen), (lo, rejected) = ((s1, r1), (s2, r2)) if s1 > s2 else ((s2, r2), (s1, r1))
             yield {"prompt": as_messages(prompt), "chosen": chosen, "rejected": rejected,
                    "margin": (hi - lo) if source.use_margin else None}
-
-
-def adapt_ranked_csv(rows: Iterable[dict], source: DataSource, report: DataReport) -> Iterator[Pair]:
-    """Ranked answers (``prompt, answer, rank``; lower rank is better) → pairs.
-
-    ``pairing: all`` makes every ordered pair of a prompt's answers, ``adjacent`` only neighbouring
-    ranks. Equal ranks are skipped and counted. ``pairs_out`` writes the pairs as the original
-    project's ``answers_pairs.csv`` (columns prompt, chosen, rejected).
-    """
-    pc, ac, kc = _col(source, "prompt"), _col(source, "answer"), _col(source, "rank")
-    groups: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        if i == 0:
-            missing = [c for c in (pc, ac, kc) if c not in row]
-            if missing:
-                raise DataError(f"{source.path}: ranked-csv needs the columns {pc!r}, {ac!r} and {kc!r}; missing "
-                                f"{', '.join(map(repr, missing))} (columns: {', '.join(map(str, row))}). Rename them or "
-                                "map yours with columns: {prompt: ..., answer: ..., rank: ...}.")
-        p, a = _text(row, pc, i, source), _text(row, ac, i, source)
-        rank = row.get(kc)
-        if not p or not a or rank is None or rank == "":
-            report.drop("empty_field")
-            continue
-        try:
-            groups[p].append((float(rank), a))
-        except (TypeError, ValueError):
-            raise DataError(f"{source.path}: row {i}, column '{kc}': rank must be a number, got {rank!r}.") from None
-    out = []
-    for prompt, answers in groups.items():
-        answers.sort(key=lambda x: x[0])
-        if source.pairing == "adjacent":
-            candidates = list(zip(answers, answers[1:]))
-        else:
-            candidates = list(itertools.combinations(answers, 2))
-        for (rank_a, a), (rank_b, b) in candidates:
-            if rank_a == rank_b:
-                report.drop("rank_tie")
-                continue
-            out.append({"prompt": as_messages(prompt), "chosen": a, "rejected": b, "margin": None})
-    if source.pairs_out:
-        write_pairs_csv(out, source.pairs_out)
-    yield from out
-
-
-def write_pairs_csv(pairs: list[Pair], path: str | Path) -> None:
-    """Write pairs as ``prompt,chosen,rejected`` (prompt = the last user turn), atomically."""
-    from ..rundir import atomic_file
-
-    with atomic_file(path, newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["prompt", "chosen", "rejected"])
-        for p in pairs:
-            writer.writerow([p["prompt"][-1]["content"] if p["prompt"] else "", p["chosen"], p["rejected"]])
-
-
-ADAPTERS: dict[str, Callable[[Iterable[dict], DataSource, DataReport], Iterator[Pair]]] = {
-    "pairs": adapt_pairs,
-    "conversational": adapt_conversational,
-    "hh-rlhf": adapt_hh_rlhf,
-    "helpsteer2": adapt_helpsteer2,
-    "helpsteer2-binarized": adapt_helpsteer2_binarized,
-    "ranked-csv": adapt_ranked_csv,
-}
-"""One adapter for each format name a data source may have (:data:`reward.config.sources.FORMATS`)."""
-if set(ADAPTERS) != set(FORMATS):  # a format named without an adapter, or the other way round
-    raise ImportError(f"data adapters {sorted(ADAPTERS)} do not match DataSource formats {sorted(FORMATS)}")

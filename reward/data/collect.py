@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config.sources import DataSource
-from .adapters import ADAPTERS, Pair
+from .adapters import Pair
+from .formats import ADAPTERS
 from .report import DataReport
 from .sources import iter_rows, open_rows
 

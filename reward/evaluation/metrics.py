@@ -80,6 +80,7 @@ def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
     everything = np.concatenate([c, r])
     out: dict[str, Any] = {
         "n_pairs": n,
+        "comparisons": n,
         "accuracy": wins / n,
         "ties": ties,
         "tie_rate": ties / n,
@@ -114,6 +115,41 @@ def compute_metrics(chosen: Sequence[float], rejected: Sequence[float],
     return out
 
 
+def best_of_n(scores: Sequence[float]) -> tuple[float, bool]:
+    """RewardBench 2's best-of-n rule: 1/k if the first (the best) score is the maximum, shared by k
+    scores, else 0; and whether it tied. Ranked groups' top-1 accuracy uses it too."""
+    top = max(scores)
+    if scores[0] != top:
+        return 0.0, False
+    k = sum(1 for s in scores if s == top)
+    return 1.0 / k, k > 1
+
+
+def group_metrics(groups: Sequence[tuple[Sequence[float], Sequence[tuple[int, int]]]]) -> dict[str, Any]:
+    """Metrics of ranked groups: each a prompt's response rewards and its judged comparisons (better,
+    worse). ``top1_accuracy``: over the groups whose best response is defined (it beat every other one, each
+    compared), the share where the model ranks it first (:func:`best_of_n`, ties shared); ``kendall_tau``:
+    the mean over groups of (concordant − discordant) / comparisons, over the judged comparisons only
+    (τ-a of the human order where that order is total), a model tie counting neither way."""
+    taus, top1 = [], []
+    for rewards, comparisons in groups:
+        if not comparisons:
+            continue
+        signs = [(rewards[b] > rewards[w]) - (rewards[b] < rewards[w]) for b, w in comparisons]
+        taus.append(sum(signs) / len(signs))
+        k = len(rewards)
+        wins: dict[int, set[int]] = {}
+        for b, w in comparisons:
+            wins.setdefault(b, set()).add(w)
+        best = [b for b, beaten in wins.items() if len(beaten) == k - 1 and k > 1]
+        if len(best) == 1 and not any(w == best[0] for _, w in comparisons):
+            others = [rewards[j] for j in range(k) if j != best[0]]
+            top1.append(best_of_n([rewards[best[0]], *others])[0])
+    return {"groups": len(taus), "responses_per_group": (sum(len(r) for r, c in groups if c) / len(taus)) if taus else None,
+            "kendall_tau": float(np.mean(taus)) if taus else None,
+            "top1_accuracy": float(np.mean(top1)) if top1 else None, "top1_groups": len(top1)}
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     lines = [
         f"pairs: {metrics['n_pairs']}  accuracy: {metrics['accuracy']:.4f}"
@@ -121,6 +157,10 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
                                                                           metrics["p_value_vs_chance"])
            if "accuracy_ci95" in metrics else "")
         + f"  ties: {metrics['ties']}",
+        *([f"groups: {metrics['groups']} ({metrics['responses_per_group']:.1f} responses each)  top-1 accuracy: "
+           + ("n/a" if metrics["top1_accuracy"] is None else f"{metrics['top1_accuracy']:.4f}")
+           + f" ({metrics['top1_groups']} groups with one best)  Kendall tau: {metrics['kendall_tau']:.4f}"]
+          if metrics.get("kendall_tau") is not None else []),
         f"mean margin: {metrics['mean_margin']:.4f}  Bradley-Terry log-loss: {metrics['bt_logloss']:.4f}  "
         f"ECE: {metrics['ece']:.4f}",
         f"reward mean/std: {metrics['reward_mean']:.4f} / {metrics['reward_std']:.4f}",

@@ -8,7 +8,44 @@ from typing import Any
 
 from ..errors import DataError
 from ..inference.batches import Batching
-from .metrics import PairRewards
+from .metrics import PairRewards, group_metrics
+
+
+@dataclass
+class ResponseGroups:
+    """Pairs regrouped by prompt: each prompt's distinct responses, and each pair as (group, chosen, rejected)
+    indices, so that every response is scored once and a group's comparisons are known."""
+
+    prompts: list[Any]
+    responses: list[list[str]]
+    pairs: list[tuple[int, int, int]]
+
+    @classmethod
+    def of(cls, pairs: list[dict[str, Any]]) -> ResponseGroups:
+        from ..data.collect import prompt_key
+
+        keys: dict[str, int] = {}
+        out = cls([], [], [])
+        index: list[dict[str, int]] = []
+        for pair in pairs:
+            g = keys.setdefault(prompt_key(pair), len(keys))
+            if g == len(out.prompts):
+                out.prompts.append(pair["prompt"])
+                out.responses.append([])
+                index.append({})
+            slots = [index[g].setdefault(pair[side], len(index[g])) for side in ("chosen", "rejected")]
+            for side, slot in zip(("chosen", "rejected"), slots):
+                if slot == len(out.responses[g]):
+                    out.responses[g].append(pair[side])
+            out.pairs.append((g, slots[0], slots[1]))
+        return out
+
+    def comparisons(self) -> list[list[tuple[int, int]]]:
+        """Each group's pairs as (better, worse) response indices."""
+        out: list[list[tuple[int, int]]] = [[] for _ in self.prompts]
+        for g, c, r in self.pairs:
+            out[g].append((c, r))
+        return out
 
 
 @dataclass
@@ -56,13 +93,17 @@ def evaluate_file(rm: Any, path: str, fmt: str = "pairs", split: str = "train", 
         pairs = pairs[:max_pairs]
     report.kept_eval = len(pairs)
     report.check()
-    encoded = rm.encode([p["prompt"] for p in pairs], [[p["chosen"], p["rejected"]] for p in pairs], max_length)
+    groups = ResponseGroups.of(pairs)
+    encoded = rm.encode(groups.prompts, groups.responses, max_length)
     got = rm.score_sequence_groups(encoded.groups, batch_size=batching.batch_size, pack_tokens=batching.pack_tokens,
                                    progress=batching.progress)
-    rewards = PairRewards([g[0] for g in got], [g[1] for g in got], [n[0] for n in encoded.response_lengths],
-                          [n[1] for n in encoded.response_lengths])
+    lengths = encoded.response_lengths
+    rewards = PairRewards([got[g][c] for g, c, _ in groups.pairs], [got[g][r] for g, _, r in groups.pairs],
+                          [lengths[g][c] for g, c, _ in groups.pairs], [lengths[g][r] for g, _, r in groups.pairs])
     summary = report.to_dict()
     metrics = rewards.metrics()
+    if max(len(r) for r in groups.responses) > 2:  # ranked groups: top-1 and Kendall τ too
+        metrics.update(group_metrics(list(zip(got, groups.comparisons()))))
     metrics["data"] = {**{k: summary[k] for k in ("total", "kept", "dropped", "repaired")},
                        "training_prompts_known": seen is not None if exclude_seen else None,
                        "max_length": max_length or rm.max_length, "responses_cut_to_max_length": encoded.responses_cut}

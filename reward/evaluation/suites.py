@@ -41,6 +41,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..inference.batches import Batching
+from .metrics import best_of_n
 
 SUITE_FORMATS = ("rewardbench", "rewardbench2", "rm-bench")
 HUB_SUITES = {"allenai/reward-bench": ("rewardbench", "filtered"), "allenai/reward-bench-2": ("rewardbench2", "test"),
@@ -181,15 +182,6 @@ def rewardbench_metrics(subsets: Sequence[str], rewards: Sequence[tuple[list[flo
             "score_present_sections": sum(present_scores) / len(present_scores) if present_scores else None}
 
 
-def _best_of_n(scores: list[float]) -> tuple[float, bool]:
-    """Upstream v2: 1/k if the first (chosen) score is the maximum shared by k scores, else 0; and whether it tied."""
-    top = max(scores)
-    if scores[0] != top:
-        return 0.0, False
-    k = sum(1 for s in scores if s == top)
-    return 1.0 / k, k > 1
-
-
 def v2_ties_score(rows: Sequence[tuple[str, int, list[float]]]) -> float:
     """RewardBench 2's Ties subset (upstream ``process_single_model``): rows (id 'ref:N' / 'tied:N',
     number of correct answers, scores with the correct ones first) → its overall score in [0, 1]."""
@@ -231,7 +223,7 @@ def rewardbench2_metrics(items: Sequence[tuple[str, list[str], list[str], dict[s
         if name.lower() == "ties":
             ties_rows.append((row["id"], len(chosen), c + r))
             continue
-        got, tied = _best_of_n(c + r)
+        got, tied = best_of_n(c + r)
         per[name][1] += got
         per[name][2] += int(tied)
     subs: dict[str, dict[str, Any]] = {}

@@ -127,21 +127,29 @@ class PackedPart(NamedTuple):
 def pack_rows(groups: Sequence[Sequence[Sequence[int]]], budget: int) -> list[list[PackedPart]]:
     """Greedy next-fit of groups, longest first, into rows of at most ``budget`` tokens; a group whose
     prefix + suffixes exceed the budget is split into parts that each repeat the prefix."""
-    parts = []
-    for g, seqs in enumerate(groups):
+    split = []
+    for seqs in groups:
         p = common_prefix(seqs) if len(seqs) > 1 else 0
-        prefix, first, suffixes, cost = seqs[0][:p], 0, [], p
-        for j, s in enumerate(seqs):
-            if suffixes and cost + len(s) - p > budget:
-                parts.append((cost, PackedPart(g, first, list(prefix), suffixes)))
-                first, suffixes, cost = j, [], p
-            suffixes.append(list(s[p:]))
-            cost += len(s) - p
-        parts.append((cost, PackedPart(g, first, list(prefix), suffixes)))
+        split.append((list(seqs[0][:p]), [list(s[p:]) for s in seqs]))
+    return pack_prefixed(split, budget)
+
+
+def pack_prefixed(groups: Sequence[tuple[list[int], list[list[int]]]], budget: int | None) -> list[list[PackedPart]]:
+    """:func:`pack_rows` for groups already split into (prefix, suffixes); ``budget`` None: one row."""
+    parts = []
+    for g, (prefix, suffixes) in enumerate(groups):
+        first, held, cost = 0, [], len(prefix)
+        for j, suffix in enumerate(suffixes):
+            if held and budget is not None and cost + len(suffix) > budget:
+                parts.append((cost, PackedPart(g, first, prefix, held)))
+                first, held, cost = j, [], len(prefix)
+            held.append(suffix)
+            cost += len(suffix)
+        parts.append((cost, PackedPart(g, first, prefix, held)))
     rows: list[list[PackedPart]] = []
-    used = budget  # the first part opens a row
+    used = None  # the first part opens a row
     for cost, part in sorted(parts, key=lambda x: x[0], reverse=True):
-        if used + cost > budget:
+        if used is None or (budget is not None and used + cost > budget):
             rows.append([])
             used = 0
         rows[-1].append(part)

@@ -3,7 +3,7 @@
 - :mod:`.trainer`: :class:`RewardkitTrainer`, TRL's ``RewardTrainer`` on the packed forward.
 - :mod:`.losses`: Bradley-Terry and length-debias losses, pure functions on tensors.
 - :mod:`.routing`: the MoE router's load-balancing loss.
-- :mod:`.launching`: accelerate configs and ``accelerate launch``.
+- :mod:`.launching`: accelerate configs, ``accelerate launch``, and how a rank ends.
 - :mod:`.plan`: ``rewardkit plan``'s per-GPU memory.
 """
 
@@ -17,9 +17,11 @@ _HOMES = {
     "RouterLoss": ".routing",
     "Shape": ".plan",
     "ensure_zero3_saves_weights": ".launching",
+    "exit_rank": ".launching",
     "estimate": ".plan",
     "launch_command": ".launching",
     "launch_env": ".launching",
+    "leave_process_group": ".launching",
     "losses": ".losses",
     "plan_from_recipe": ".plan",
     "read_accelerate_config": ".launching",

@@ -3,6 +3,9 @@
 ``tests/test_losses.py`` checks each on hand-worked tensors in milliseconds.
 
 - :func:`bradley_terry`: −log σ(r_chosen − r_rejected − margin) per pair (TRL's loss, margin included).
+- :func:`group_mean`: the mean over groups of each group's mean per-pair loss (listwise training: each
+  prompt weighs the same, whatever its number of comparisons).
+- :func:`plackett_luce`: −log P(order) of a group's responses, best first, per comparison step.
 - :func:`centering`: coef · mean((r_chosen + r_rejected)²) (TRL's ``center_rewards_coefficient``).
 - :func:`corr_penalty`: coef · |corr(reward, response length)| within the chosen and within the
   rejected responses (rewardkit's ``length_debias: corr_penalty``).
@@ -23,6 +26,25 @@ def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Te
     if margin is not None:
         diff = diff - margin
     return -F.logsigmoid(diff)
+
+
+def group_mean(per_pair: torch.Tensor, pair_group: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Each group's mean of ``per_pair`` ([n_groups]); ``pair_group`` names each pair's group."""
+    sums = per_pair.new_zeros(n_groups).index_add(0, pair_group, per_pair)
+    counts = torch.bincount(pair_group, minlength=n_groups).to(per_pair.dtype)
+    return sums / counts.clamp_min(1)
+
+
+def plackett_luce(rewards: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Per group, −log P(order) / (K − 1) under Plackett-Luce: Σᵢ logsumexp(r[order[i:]]) − r[order[i]].
+    ``order`` is [groups, K] of indices into ``rewards``, best first, −1 padded; dividing by the K − 1
+    choices keeps a group's loss on the scale of one Bradley-Terry comparison (K = 2 is exactly it)."""
+    mask = order >= 0
+    picked = rewards.float()[order.clamp_min(0)]
+    r = torch.where(mask, picked, torch.full_like(picked, -1e9))  # finite padding: no inf − inf in backward
+    suffix = torch.flip(torch.logcumsumexp(torch.flip(r, [1]), dim=1), [1])
+    steps = torch.where(mask, suffix - r, torch.zeros_like(r))
+    return steps.sum(1) / (mask.sum(1) - 1).clamp_min(1).to(r.dtype)
 
 
 def centering(chosen: torch.Tensor, rejected: torch.Tensor, coef: float) -> torch.Tensor:

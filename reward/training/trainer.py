@@ -17,6 +17,9 @@ What it changes, and why:
   Trainer hands DeepSpeed a torch AdamW, which DeepSpeed refuses under offload.
 - A mixture-of-experts base adds its router's load-balancing loss in training (``reward.training.routing``), as
   the family's causal LM does; TRL's reward trainer drops it.
+- ``pairing: listwise``: micro-batches of whole prompt groups, each prompt and each distinct response
+  computed once (``reward.packing.groups``), the Bradley-Terry loss averaged within each group (or
+  Plackett-Luce for total orders); TRL trains every pair alone.
 - ``length_debias`` (``corr_penalty``, ``odin``): extra loss terms TRL lacks; an ODIN head has two
   outputs (quality, length) and accuracy, reports and exports use the quality one.
 - A NaN or infinite training loss stops the run (``TrainingDiverged``) at the next log step instead
@@ -39,14 +42,18 @@ from ..config.reward_config import RewardkitConfig
 from ..errors import RecipeError, TrainingDiverged
 from ..modeling.heads import head_name, unwrap_peft
 from ..packing import (
+    GroupBatchSampler,
+    ListwiseCollator,
     PackedPreferenceCollator,
     ScoreCapture,
     TokenBudgetBatchSampler,
     attention_features,
     describe,
+    group_layout,
     longest_row,
     packed_pair_lengths,
     packed_rewards,
+    packed_token_rewards,
     prepare_model,
 )
 from ..seams import PACKED_COLUMNS, reward_trainer_accepts_outputs
@@ -85,8 +92,9 @@ class RewardkitTrainer(RewardTrainer):
         if config.packing:
             _set_packed_forward(kwargs.get("model", args[0] if args else None), config)
         if config.packing and kwargs.get("data_collator") is None:
-            tok = kwargs["processing_class"]
-            kwargs["data_collator"] = PackedPreferenceCollator(pad_token_id=tok.pad_token_id)
+            pad = kwargs["processing_class"].pad_token_id
+            kwargs["data_collator"] = (ListwiseCollator(pad, config.max_tokens_per_batch) if config.pairing == "listwise"
+                                       else PackedPreferenceCollator(pad_token_id=pad))
         with reward_trainer_accepts_outputs(kwargs.get("model")):
             super().__init__(*args, **kwargs)
         self._check_head_trainable()
@@ -104,14 +112,22 @@ class RewardkitTrainer(RewardTrainer):
                                "Use task_type SEQ_CLS / modules_to_save=['score'].")
 
     def get_train_dataloader(self) -> Any:
-        """A token-budget batch sampler when ``max_tokens_per_batch`` is set; the Trainer's otherwise.
-        accelerate shards its batches across processes like any batch sampler."""
-        if not self.args.max_tokens_per_batch or self.train_dataset is None:
+        """Whole prompt groups a micro-batch under ``pairing: listwise``; a token-budget batch sampler when
+        ``max_tokens_per_batch`` is set; the Trainer's otherwise. accelerate shards the batches across
+        processes like any batch sampler's."""
+        listwise = self.args.pairing == "listwise" and self.args.packing
+        if (not self.args.max_tokens_per_batch and not listwise) or self.train_dataset is None:
             return super().get_train_dataloader()
         from torch.utils.data import DataLoader
 
         dataset = self._remove_unused_columns(self.train_dataset, description="training")
-        sampler = TokenBudgetBatchSampler(packed_pair_lengths(dataset), self.args.max_tokens_per_batch, seed=self.args.seed)
+        if listwise:
+            groups, tokens = group_layout(dataset)
+            sampler = GroupBatchSampler(groups, tokens, self.args.max_tokens_per_batch,
+                                        groups_per_batch=self.args.per_device_train_batch_size, seed=self.args.seed)
+        else:
+            sampler = TokenBudgetBatchSampler(packed_pair_lengths(dataset), self.args.max_tokens_per_batch,
+                                              seed=self.args.seed)
         workers = self.args.dataloader_num_workers
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=workers,
                             pin_memory=self.args.dataloader_pin_memory,
@@ -153,9 +169,15 @@ class RewardkitTrainer(RewardTrainer):
     def pair_rewards(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """(chosen rewards, rejected rewards, real tokens: an int or a device scalar) for a packed or padded
         batch; rewards are [n] or, for an ODIN head, [n, 2] (quality, length)."""
+        odin = self.args.length_debias == "odin"
+        if "rows" in inputs:  # listwise: every distinct response once, then each pair's two
+            rewards = torch.cat([packed_token_rewards(model, self._head_capture(), row, inner=self.model,
+                                                      all_outputs=odin)[row["reward_index"]] for row in inputs["rows"]])
+            tokens = sum(row["input_ids"].numel() for row in inputs["rows"])
+            return rewards[inputs["chosen_pos"]], rewards[inputs["rejected_pos"]], tokens
         if "segment_ids" in inputs:
             chosen, rejected = packed_rewards(model, self._head_capture(), inputs, inner=self.model,
-                                              all_outputs=self.args.length_debias == "odin")
+                                              all_outputs=odin)
             return chosen, rejected, inputs["input_ids"].numel()
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         chosen, rejected = torch.chunk(out.logits.squeeze(-1), chunks=2)
@@ -188,7 +210,7 @@ class RewardkitTrainer(RewardTrainer):
         if chosen.dim() == 2:  # ODIN: the quality head is the reward model's reward
             chosen, rejected = chosen[:, 0], rejected[:, 0]
         per_pair = losses.bradley_terry(bt_chosen, bt_rejected, inputs.get("margin"))
-        loss = per_pair.mean() + extra
+        loss = self._pair_loss(per_pair, bt_chosen, bt_rejected, inputs) + extra
         if self.args.center_rewards_coefficient is not None:
             loss = loss + losses.centering(bt_chosen, bt_rejected, self.args.center_rewards_coefficient)
         if self._router is not None and mode == "train":  # the reward model's eval loss stays Bradley-Terry
@@ -208,6 +230,20 @@ class RewardkitTrainer(RewardTrainer):
         if return_outputs:
             return loss, {"rewards": torch.stack([chosen, rejected], dim=-1)}
         return loss
+
+    def _pair_loss(self, per_pair: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor,
+                   inputs: dict[str, Any]) -> torch.Tensor:
+        """The mean per-pair loss; for a listwise batch, the mean over groups of each group's loss."""
+        if "pair_group" not in inputs:
+            return per_pair.mean()
+        per_group = losses.group_mean(per_pair, inputs["pair_group"], inputs["n_groups"])
+        if self.args.listwise_loss == "plackett_luce" and len(inputs["pl_group"]):
+            slots = chosen.new_zeros(inputs["n_responses"])
+            # the responses' rewards back in slot order (every response is some pair's chosen or rejected)
+            slots = slots.index_put((inputs["chosen_pos"],), chosen).index_put((inputs["rejected_pos"],), rejected)
+            per_group = per_group.index_copy(0, inputs["pl_group"], losses.plackett_luce(slots, inputs["pl_order"])
+                                             .to(per_group.dtype))
+        return per_group.mean()
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         self._stats.pop("eval", None)  # counts left by a `predict` call must not leak into this evaluation
