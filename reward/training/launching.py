@@ -171,11 +171,15 @@ def exit_rank(code: int = 0) -> None:
     exit handlers, flushes, and ends the process without C++ static destructors. Outside a distributed run
     it returns (the caller exits as usual).
 
-    Why: at interpreter teardown, after a run had completed and written everything, a rank sometimes
-    died with ``terminate called without an active exception`` and no Python frame (a native thread
-    destroyed while joinable); torchrun then reported the run failed, and the other node's agent waited
-    300 s in its exit barrier (``tests/test_distributed.py``, about 1 run in 10 on a loaded 2-core machine).
-    Nothing is left to do at that point but leave, so the destructors are skipped."""
+    Why (a core dump of a failed run, ``tests/test_distributed.py``, about 1 run in 10 on a loaded 2-core
+    machine): ``destroy_process_group`` does not stop gloo's worker threads while the group is still
+    referenced (by DDP, accelerate); one of them was still releasing the last collective it ran (the
+    barrier, which holds the collectives before it) when Python finalized. Dropping the tensors needs the
+    GIL; a thread that asks for it during finalization is exited by CPython with a forced unwind, which
+    a C++ destructor cannot pass: ``terminate called without an active exception``, SIGABRT, after the
+    run had completed. torchrun then reported the run failed and the other node's agent waited 300 s in
+    its exit barrier. Nothing is left to do at that point but leave, so finalization is skipped.
+    """
     from ..seams import run_exit_handlers
 
     if not leave_process_group():
