@@ -2,11 +2,12 @@
 invocation, three paths:
 
 - ``trl-stock``: TRL's ``RewardTrainer`` on the expanded pairs with its defaults (its tokenization and
-  ``DataCollatorForPreference``: each pair's prompt twice, padded; gradient checkpointing on; batch 8 pairs);
+  ``DataCollatorForPreference``: each pair's prompt twice, padded; gradient checkpointing on), 2 pairs a
+  batch (its default 8 ran out of this machine's 24 GB at qa-feedback's ~1,700-token pairs);
 - ``rk-pairwise``: rewardkit's packed forward, pair by pair (each pair's prompt once), token-budget batches;
 - ``rk-listwise``: ``pairing: listwise``: each question's prompt once and each of its answers once.
 
-    python bench/listwise.py                          # 8 qa-feedback questions, SmolLM2-135M shape
+    python bench/listwise.py                          # 4 qa-feedback questions, SmolLM2-135M shape
     python bench/listwise.py --questions 2 --shape tiny --out /tmp/x.json   # a smoke run
 
 Each path trains one epoch (every comparison exactly once) of a random-initialised model of the shape
@@ -69,10 +70,11 @@ def question_pairs(path: Path, questions: int) -> list[dict]:
 
 
 def trainer_for(path: str, pairs: list[dict], tok: Any, shape: str, bf16: bool, max_length: int,
-                max_tokens: int) -> tuple[Any, Counter]:
+                max_tokens: int, stock_batch: int) -> tuple[Any, Counter]:
     from datasets import Dataset
 
-    config = dict(output_dir=tempfile.mkdtemp(), num_train_epochs=1, per_device_train_batch_size=8, max_length=max_length,
+    config = dict(output_dir=tempfile.mkdtemp(), num_train_epochs=1, per_device_train_batch_size=stock_batch,
+                  max_length=max_length,
                   bf16=bf16, logging_steps=10**6, save_strategy="no", report_to="none", learning_rate=1e-5,
                   dataloader_pin_memory=False, use_cpu=not torch.cuda.is_available(), disable_tqdm=True, seed=0)
     model = random_reward_model(shape, tok)
@@ -101,13 +103,15 @@ def trainer_for(path: str, pairs: list[dict], tok: Any, shape: str, bf16: bool, 
                             data_collator=counter), counter
 
 
-def run_path(path: str, pairs: list[dict], tok: Any, shape: str, bf16: bool, max_length: int, max_tokens: int) -> dict:
+def run_path(path: str, pairs: list[dict], tok: Any, shape: str, bf16: bool, a: argparse.Namespace) -> dict:
     """One epoch of ``path``, timed after a warm-up step on its first batch."""
-    trainer, counter = trainer_for(path, pairs, tok, shape, bf16, max_length, max_tokens)
-    loader = trainer.get_train_dataloader()
-    warm = next(iter(loader))
-    with trainer.compute_loss_context_manager():
-        trainer.compute_loss(trainer.model, warm).backward()
+    trainer, counter = trainer_for(path, pairs, tok, shape, bf16, a.max_length, a.max_tokens, a.stock_batch)
+    warm = next(iter(trainer.get_train_dataloader()))
+    trainer.model.train()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):  # in the run's precision
+        loss = trainer.compute_loss(trainer.model, warm)
+    loss.backward()
     trainer.model.zero_grad(set_to_none=True)
     counter.on = True
     start = time.perf_counter()
@@ -121,10 +125,11 @@ def run_path(path: str, pairs: list[dict], tok: Any, shape: str, bf16: bool, max
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(QA), help="a qa-feedback file (default: the shared one)")
-    ap.add_argument("--questions", type=int, default=8)
+    ap.add_argument("--questions", type=int, default=4)
     ap.add_argument("--shape", default="smollm2-135m", choices=list(SHAPES))
     ap.add_argument("--max_length", type=int, default=1536, help="every question's prompt + answer fits uncut")
     ap.add_argument("--max_tokens", type=int, default=4096, help="rewardkit's token budget per micro-batch")
+    ap.add_argument("--stock_batch", type=int, default=2, help="stock TRL's pairs a batch")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="all paths alike; auto: bf16 autocast on CUDA and on CPUs with AVX512-BF16/AMX, else fp32")
     ap.add_argument("--out", default=None)
@@ -139,7 +144,7 @@ def main() -> None:
     print(f"{a.questions} questions, {len(pairs)} comparisons, {'bf16' if bf16 else 'fp32'}, shape {a.shape}", flush=True)
     rows = []
     for path in ("trl-stock", "rk-pairwise", "rk-listwise"):
-        rows.append(run_path(path, pairs, tok, a.shape, bf16, a.max_length, a.max_tokens))
+        rows.append(run_path(path, pairs, tok, a.shape, bf16, a))
         r = rows[-1]
         print(f"{path:12s} {r['comparisons']:5d} comparisons in {r['seconds']:8.1f} s: {r['comparisons_per_s']:7.3f}/s, "
               f"{r['tokens_per_comparison']:7.0f} tokens computed per comparison", flush=True)

@@ -1,4 +1,4 @@
-"""bench/throughput.py times the same work for every path (its numbers are read, not asserted here)."""
+"""The benchmarks time the same work for every path (their timings are read, not asserted here)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ def test_timed_epoch_gives_every_path_the_same_pairs(tokenizer_dir, tmp_path):
     assert rows[3]["timed_steps"] < rows[2]["timed_steps"]  # the budget packs more pairs a step
     # TRL pads chosen and rejected as whole sequences; rewardkit computes each prompt once: fewer tokens
     assert rows[2]["tokens_per_step"] < rows[1]["tokens_per_step"] == rows[0]["tokens_per_step"]
+
+
+def test_listwise_bench_times_the_same_comparisons_on_every_path(tmp_path):
+    """bench/listwise.py at a tiny shape on 2 qa-feedback questions: each path trains every comparison once,
+    and the tokens computed per comparison fall from stock TRL (prompt twice a pair, padded) to rewardkit
+    pairwise (prompt once a pair) to listwise (prompt once a question, each answer once)."""
+    out = tmp_path / "listwise.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "listwise.py"), "--questions", "2", "--shape", "tiny",
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1].startswith("listwise: ")
+    rows = {r["path"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["trl-stock", "rk-pairwise", "rk-listwise"]
+    assert len({r["comparisons"] for r in rows.values()}) == 1 and rows["rk-listwise"]["comparisons"] > 4
+    stock, pairwise, listwise = (rows[p]["tokens_per_comparison"] for p in rows)
+    assert stock > 1.5 * pairwise and pairwise > 2 * listwise
 
 
 def test_data_scale_measures_distinct_pairs(tmp_path):

@@ -85,3 +85,25 @@ exit_rank(0)
             for rank in (0, 1)]
     outs = run_all(cmds, launch_env(RK_TIMEOUT=str(RENDEZVOUS_TIMEOUT_S)), timeout=300, what="2-machine run")
     assert "SAME True MOVED True" in outs[0].stdout, outs[0].stdout[-2000:]
+
+
+def test_two_process_listwise_with_groups_split_over_rows(tiny_recipe, tmp_path):
+    """DDP with listwise batches whose questions exceed the token budget: each group spans several packed
+    rows, one forward each, and DDP allows one forward per backward (without ``no_sync`` on the rows
+    before the last, this run hung). Both ranks finish and the run is complete."""
+    import gzip
+
+    from tests.test_listwise import QA_FEEDBACK
+
+    data = tmp_path / "qa.json"
+    data.write_text(json.dumps(json.loads(gzip.open(QA_FEEDBACK).read())[:12]))
+    recipe = tiny_recipe(datasets=[{"path": str(data), "format": "qa-feedback"}], max_length=1024, pairing="listwise",
+                         max_tokens_per_batch=700, max_steps=3, eval_split_size=0.0, logging_steps=1,
+                         ddp_timeout=RENDEZVOUS_TIMEOUT_S)
+    cmd = accelerate_cmd(MULTI_CPU, free_port(), str(ROOT / "launch" / "train.py"), str(recipe))
+    run_all([cmd], launch_env(), timeout=300, what="2-process listwise run")
+    run = tmp_path / "run"
+    assert json.loads((run / "environment.json").read_text())["world_size"] == 2
+    assert (run / "run_complete.json").exists()
+    logged = [json.loads(x) for x in (run / "logs" / "train_log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in logged if "loss" in x] == [1, 2, 3]

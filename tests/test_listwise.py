@@ -220,7 +220,8 @@ def _qa_subset(path: Path, first: int, last: int) -> Path:
 
 @pytest.fixture(scope="module")
 def listwise_run(tiny_model_dir, tmp_path_factory):
-    """The tiny model trained listwise with LoRA, 3 steps, on 16 qa-feedback questions (14 train / 2 held out)."""
+    """The tiny model trained listwise with LoRA, 3 steps, on 16 qa-feedback questions (14 train / 2 held out),
+    evaluated during training (the listwise collator on the Trainer's fixed-size eval batches)."""
     from reward.config import load_recipe
     from reward.run import run_training
     from tests.conftest import write_recipe
@@ -231,6 +232,7 @@ def listwise_run(tiny_model_dir, tmp_path_factory):
                           datasets=[{"path": str(data), "format": "qa-feedback"}], max_length=1024, pairing="listwise",
                           use_peft=True, lora_r=4, lora_alpha=8, lora_target_modules=["q_proj", "v_proj"],
                           max_tokens_per_batch=2048, max_steps=3, learning_rate=1e-2, eval_split_size=0.125, seed=0,
+                          eval_strategy="steps", eval_steps=3, per_device_eval_batch_size=5,
                           output_dir=str(tmp / "run"), cache_dir=str(tmp / "c"), save_strategy="no", report_to="none")
     return run_training(load_recipe(recipe))
 
@@ -248,6 +250,11 @@ def test_a_listwise_run_trains_groups_and_eval_reports_ranked_metrics(listwise_r
     from reward.inference import RewardModel
 
     assert yaml.safe_load((listwise_run / "recipe.resolved.yaml").read_text())["pairing"] == "listwise"
+    logged = [json.loads(x) for x in (listwise_run / "logs" / "train_log.jsonl").read_text().splitlines()]
+    evals = [x for x in logged if "eval_accuracy" in x]
+    final = json.loads((listwise_run / "metrics.json").read_text())["eval"]
+    assert len(evals) == 1 and evals[0]["eval_pairs"] == final["n_pairs"]  # every held-out comparison, once
+    assert evals[0]["eval_accuracy"] == pytest.approx(final["accuracy"], abs=1e-9)
     data = _qa_subset(tmp_path / "unseen.json", 100, 106)
     proc = subprocess.run([sys.executable, "-m", "reward.cli", "eval", str(listwise_run), "--data", str(data),
                            "--format", "qa-feedback", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)

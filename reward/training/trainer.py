@@ -31,6 +31,7 @@ What it changes, and why:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from typing import Any
@@ -171,8 +172,7 @@ class RewardkitTrainer(RewardTrainer):
         batch; rewards are [n] or, for an ODIN head, [n, 2] (quality, length)."""
         odin = self.args.length_debias == "odin"
         if "rows" in inputs:  # listwise: every distinct response once, then each pair's two
-            rewards = torch.cat([packed_token_rewards(model, self._head_capture(), row, inner=self.model,
-                                                      all_outputs=odin)[row["reward_index"]] for row in inputs["rows"]])
+            rewards = torch.cat(self._row_rewards(model, inputs["rows"], odin))
             tokens = sum(row["input_ids"].numel() for row in inputs["rows"])
             return rewards[inputs["chosen_pos"]], rewards[inputs["rejected_pos"]], tokens
         if "segment_ids" in inputs:
@@ -182,6 +182,18 @@ class RewardkitTrainer(RewardTrainer):
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         chosen, rejected = torch.chunk(out.logits.squeeze(-1), chunks=2)
         return chosen, rejected, inputs["attention_mask"].sum()
+
+    def _row_rewards(self, model: Any, rows: list[dict[str, Any]], odin: bool) -> list[torch.Tensor]:
+        """The rewards of each packed row of a listwise batch (a group over the token budget spans several
+        rows, one forward each). DDP allows one forward per backward: the rows before the last run under
+        ``no_sync``, so that the single backward reduces the gradients of them all once."""
+        out = []
+        for n, row in enumerate(rows):
+            last = n == len(rows) - 1
+            with contextlib.nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+                out.append(packed_token_rewards(model, self._head_capture(), row, inner=self.model,
+                                                all_outputs=odin)[row["reward_index"]])
+        return out
 
     def length_terms(self, chosen: torch.Tensor, rejected: torch.Tensor,
                      inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,74 @@
+"""Listwise vs pairwise at the same budget: ``recipes/qa-feedback-listwise.yaml`` as it is and with
+``pairing: pairwise``, the same prompt-grouped split of the shared qa-feedback questions, the same
+epochs, one run after the other (nothing else should run), for each seed.
+
+    python bench/listwise_quality.py --seeds 42 43 44
+    python bench/listwise_quality.py --seeds 42 --eval_split_size 0.5    # more held-out questions, less training
+
+Reports, per run, the held-out pairwise accuracy (every comparison of the held-out questions) with its
+95% interval, and the training wall time; writes ``bench/results/<date>-listwise-quality-cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import write_result  # noqa: E402
+
+RECIPE = ROOT / "recipes" / "qa-feedback-listwise.yaml"
+
+
+def train(pairing: str, seed: int, out: Path, extra: list[str]) -> dict:
+    """One ``rewardkit train`` of the recipe; its held-out metrics and wall times."""
+    start = time.perf_counter()
+    cmd = [sys.executable, "-m", "reward.cli", "train", str(RECIPE), "--pairing", pairing, "--seed", str(seed),
+           "--output_dir", str(out), *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"error: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    metrics = json.loads((out / "metrics.json").read_text())
+    ev = metrics["eval"]
+    return {"pairing": pairing, "seed": seed, "accuracy": ev["accuracy"], "accuracy_ci95": ev["accuracy_ci95"],
+            "comparisons": ev["n_pairs"], "train_seconds": metrics["train_seconds"],
+            "train_runtime": metrics["train"].get("train_runtime"), "wall_seconds": time.perf_counter() - start,
+            "train_loss": metrics["train"].get("train_loss")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42])
+    ap.add_argument("--pairings", nargs="+", default=["listwise", "pairwise"], choices=["listwise", "pairwise"])
+    ap.add_argument("--out", default=None)
+    a, extra = ap.parse_known_args()  # the rest: recipe overrides for both runs (--key value)
+    a.extra = extra
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="listwise-quality-") as tmp:
+        for seed in a.seeds:
+            for pairing in a.pairings:
+                rows.append(train(pairing, seed, Path(tmp) / f"{pairing}-{seed}", a.extra))
+                r = rows[-1]
+                print(f"seed {seed} {pairing:9s} held-out accuracy {r['accuracy']:.4f} on {r['comparisons']} "
+                      f"comparisons, training {r['train_runtime']:.0f} s (run {r['wall_seconds']:.0f} s)", flush=True)
+    mean = {p: {k: sum(r[k] for r in rows if r["pairing"] == p) / len(a.seeds) for k in ("accuracy", "train_runtime")}
+            for p in a.pairings}
+    write_result("listwise-quality", "cpu", {"recipe": str(RECIPE.relative_to(ROOT)), "overrides": extra,
+                                             "seeds": a.seeds, "rows": rows, "mean": mean}, a.out)
+    if len(mean) < 2:
+        return
+    gap = 100 * (mean["listwise"]["accuracy"] - mean["pairwise"]["accuracy"])
+    speed = mean["pairwise"]["train_runtime"] / mean["listwise"]["train_runtime"]
+    print(f"listwise vs pairwise: {gap:+.1f} accuracy points, {speed:.2f}× faster training "
+          f"({len(a.seeds)} seed{'s' if len(a.seeds) > 1 else ''})")
+
+
+if __name__ == "__main__":
+    main()
