@@ -171,7 +171,7 @@ def exit_rank(code: int = 0) -> None:
     exit handlers, flushes, and ends the process without C++ static destructors. Outside a distributed run
     it returns (the caller exits as usual).
 
-    Why (a core dump of a failed run, ``tests/test_distributed.py``, about 1 run in 10 on a loaded 2-core
+    Why (a core dump of a failed run, ``tests/test_distributed.py``, about 1 run in 11 on a loaded 2-core
     machine): ``destroy_process_group`` does not stop gloo's worker threads while the group is still
     referenced (by DDP, accelerate); one of them was still releasing the last collective it ran (the
     barrier, which holds the collectives before it) when Python finalized. Dropping the tensors needs the
