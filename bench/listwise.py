@@ -61,10 +61,7 @@ def question_pairs(path: Path, questions: int) -> list[dict]:
     from reward.data import DataReport, collect_pairs, prompt_key
 
     pairs, _ = collect_pairs([DataSource(path=str(path), format="qa-feedback")], DataReport(), eval_split_size=0.0)
-    keys: list[str] = []
-    for p in pairs:
-        if prompt_key(p) not in keys:
-            keys.append(prompt_key(p))
+    keys = list(dict.fromkeys(prompt_key(p) for p in pairs))  # questions in file order
     keep = set(keys[:questions])
     return [p for p in pairs if prompt_key(p) in keep]
 

@@ -103,7 +103,8 @@ def test_collator_packs_each_prompt_and_each_response_once():
     from reward.packing import ListwiseCollator
 
     rows = _group_rows()
-    batch = ListwiseCollator(pad_token_id=0)(rows)
+    batch = ListwiseCollator(pad_token_id=0, total_orders=True)(rows)
+    assert "pl_order" not in ListwiseCollator(pad_token_id=0)(rows)  # only Plackett-Luce reads the orders
     (row,) = batch["rows"]
     assert row["input_ids"].shape[1] == 3 + 2 + 4 + 1 + 2 + 3 + 1  # prompts once, each distinct response once
     assert batch["n_groups"] == 2 and batch["n_responses"] == 5

@@ -87,11 +87,13 @@ class ListwiseCollator:
     into parts that repeat the prompt); ``chosen_pos``/``rejected_pos``: each pair's rewards in the
     rewards of all rows read in order; ``pair_group``: each pair's group (0 … ``n_groups`` − 1);
     ``n_responses``: the rewards all rows hold;
-    ``pl_order``: for groups whose comparisons rank all their responses totally, the responses best
+    with ``total_orders``, ``pl_order``: for groups whose comparisons rank all their responses totally, the responses best
     first (a [groups, K] table of reward positions, −1 padded; ``pl_group`` names each row's group)."""
 
     pad_token_id: int
     max_tokens: int | None = None
+    total_orders: bool = False
+    """Also find the totally ordered groups (``pl_order``/``pl_group``): only Plackett-Luce reads them."""
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         keys: dict[tuple[int, ...], int] = {}
@@ -131,7 +133,8 @@ class ListwiseCollator:
         }
         if "margin" in examples[0]:
             batch["margin"] = torch.tensor([float(ex["margin"]) for ex in examples], dtype=torch.float)
-        batch.update(_total_orders(pair_group, pair_slots, [len(g[1]) for g in groups], where))
+        if self.total_orders:
+            batch.update(_total_orders(pair_group, pair_slots, [len(g[1]) for g in groups], where))
         return batch
 
     def _rows(self, groups: list[tuple[list[int], list[list[int]], Any]]) -> tuple[list[dict[str, Any]], dict]:

@@ -94,8 +94,9 @@ class RewardkitTrainer(RewardTrainer):
             _set_packed_forward(kwargs.get("model", args[0] if args else None), config)
         if config.packing and kwargs.get("data_collator") is None:
             pad = kwargs["processing_class"].pad_token_id
-            kwargs["data_collator"] = (ListwiseCollator(pad, config.max_tokens_per_batch) if config.pairing == "listwise"
-                                       else PackedPreferenceCollator(pad_token_id=pad))
+            kwargs["data_collator"] = (
+                ListwiseCollator(pad, config.max_tokens_per_batch, total_orders=config.listwise_loss == "plackett_luce")
+                if config.pairing == "listwise" else PackedPreferenceCollator(pad_token_id=pad))
         with reward_trainer_accepts_outputs(kwargs.get("model")):
             super().__init__(*args, **kwargs)
         self._check_head_trainable()
@@ -249,7 +250,7 @@ class RewardkitTrainer(RewardTrainer):
         if "pair_group" not in inputs:
             return per_pair.mean()
         per_group = losses.group_mean(per_pair, inputs["pair_group"], inputs["n_groups"])
-        if self.args.listwise_loss == "plackett_luce" and len(inputs["pl_group"]):
+        if len(inputs.get("pl_group", ())):  # the collator found total orders: Plackett-Luce was asked for
             slots = chosen.new_zeros(inputs["n_responses"])
             # the responses' rewards back in slot order (every response is some pair's chosen or rejected)
             slots = slots.index_put((inputs["chosen_pos"],), chosen).index_put((inputs["rejected_pos"],), rejected)
