@@ -14,6 +14,7 @@ import sys
 import threading
 from typing import Any
 
+from .coercion import bounded_number as _number
 from .config.recipe import load_recipe
 from .errors import DataError, user_error
 from .seams import close_progress_bars
@@ -167,8 +168,8 @@ def cmd_serve(ns: argparse.Namespace, rest: list[str]) -> int:
     from .inference.serve import ServeSettings, serve
 
     settings = ServeSettings(max_batch_tokens=ns.max_batch_tokens, max_wait_ms=ns.max_wait_ms,
-                             max_body_bytes=ns.max_body_bytes, max_responses=ns.max_responses,
-                             batching=not ns.no_batching)
+                             max_body_bytes=ns.max_body_bytes, max_responses=ns.max_responses, batching=not ns.no_batching,
+                             uncertainty_penalty=ns.uncertainty_penalty, worst_case=ns.worst_case)
     return serve(_reward_model(ns, ns.model, ns.max_length), settings, host=ns.host, port=ns.port)
 
 
@@ -179,21 +180,6 @@ def cmd_plan(ns: argparse.Namespace, rest: list[str]) -> int:
     result = plan_from_recipe(recipe, ns.accelerate_config, ns.num_gpus, ns.num_machines, ns.gpu_memory_gb)
     print(json.dumps(result.to_dict(), indent=2) if ns.json else result.render())
     return 0 if result.fits else 1
-
-
-def _number(kind: type, minimum: float, inclusive: bool = True):
-    """An argparse type: ``kind`` not below ``minimum`` (argparse then prints one error line, exit 2)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"'{text}' is not a {kind.__name__}") from None
-        if value != value or value < minimum or (not inclusive and value == minimum):
-            raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'more than'} {minimum}")
-        return value
-
-    return parse
 
 
 POSITIVE_INT, NON_NEGATIVE_INT, POSITIVE_FLOAT = _number(int, 1), _number(int, 0), _number(float, 0, inclusive=False)
@@ -342,6 +328,9 @@ def _add_serve(sub: Any) -> None:
                     help="responses (or queries) per request; more get 413")
     sv.add_argument("--no_batching", action="store_true",
                     help="score each response alone, padded, one at a time (the baseline bench/serve.py measures)")
+    sv.add_argument("--uncertainty_penalty", type=_number(float, 0), default=0.0, metavar="λ",
+                    help="an ensemble's /get_reward rewards and /classify: mean - λ·std (default 0: the mean)")
+    sv.add_argument("--worst_case", action="store_true", help="an ensemble's rewards: the members' minimum")
     _loading_args(sv)
     sv.set_defaults(fn=cmd_serve)
 

@@ -1,7 +1,8 @@
 """Reading recipe values: a YAML or command-line value → the annotated type, where the intent is
 unambiguous (``1e-5`` written as a string is a number), else a :class:`RecipeError` naming the key;
 and the closest valid name for a typo. Used by every argument class (``reward.config.arguments``) and by
-``reward.data.sources.DataSource``; imports nothing heavy."""
+``reward.data.sources.DataSource``; and the CLI's bounded number types (:func:`bounded_number`). Imports
+nothing heavy."""
 
 from __future__ import annotations
 
@@ -102,3 +103,19 @@ def _from_text(key: str, value: str, tp: Any, label: str) -> Any:
         except json.JSONDecodeError:
             pass
     raise RecipeError(f"recipe key '{key}': expected {label}, got the string {value!r}.")
+
+
+def bounded_number(kind: type, minimum: float, inclusive: bool = True) -> Any:
+    """An argparse type: ``kind`` not below ``minimum`` (argparse then prints one error line, exit 2)."""
+    import argparse
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a {kind.__name__}") from None
+        if value != value or value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text} must be {'at least' if inclusive else 'more than'} {minimum}")
+        return value
+
+    return parse

@@ -221,7 +221,7 @@ def setup(recipe: Recipe) -> TrainingRun:
         model_name_or_path=margs.model_name_or_path, gguf_file=source.gguf_file, model_revision=margs.model_revision,
         use_peft=bool(margs.use_peft), quantized_base=bool(margs.quantized), trust_remote_code=bool(args.trust_remote_code),
         max_length=args.max_length, truncation=recipe.data.truncation, recipe=recipe.path,
-        datasets=[s.path for s in recipe.sources], length_debias=args.length_debias,
+        datasets=[s.path for s in recipe.sources], length_debias=args.length_debias, ensemble_heads=args.ensemble_heads,
         reward_read_at=chat_format(tokenizer).turn_end))
     return TrainingRun(recipe, state, writer, tokenizer, data, model,
                        build_peft_config(margs) if margs.use_peft else None, resume, push, started)
@@ -246,14 +246,16 @@ def _load_model(recipe: Recipe, source: Any, tokenizer: Any) -> Any:
     recipe asks (the trainer sets its packed attention)."""
     from transformers import set_seed
 
-    from .modeling.heads import freeze_lower_layers, head_outputs
+    from .modeling.heads import draw_member_heads, freeze_lower_layers, head_outputs
     from .modeling.load import load_reward_model
 
     args, margs = recipe.training, recipe.model
     # The score head is new (an LM checkpoint has none) and drawn at load time, before the Trainer
     # seeds anything: seed here, or the same recipe trains a different model each run.
     set_seed(args.seed)
-    model = load_reward_model(margs, source, tokenizer, num_labels=head_outputs(args.length_debias))
+    model = load_reward_model(margs, source, tokenizer, num_labels=head_outputs(args.length_debias, args.ensemble_heads))
+    if args.ensemble_heads > 1:
+        draw_member_heads(model, args.seed)
     if margs.freeze_trainable_layers is not None:
         n = freeze_lower_layers(model, margs.freeze_trainable_layers)
         logger.info("freeze_trainable_layers=%d: %.1fM trainable parameters", margs.freeze_trainable_layers, n / 1e6)

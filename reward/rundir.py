@@ -26,6 +26,9 @@ RUN_INFO = "rewardkit_run.json"
 """How to reload the run: base model (Hub id, folder or GGUF), LoRA or not, length policy."""
 EXPORT_INFO = "rewardkit.json"
 """An export's completeness and ownership mark (written last into an export folder)."""
+ENSEMBLE_HEADS = "ensemble_heads.safetensors"
+"""An ensemble export's members: each member's head row (``weight`` [members, hidden], ``bias``); the model's
+own head is their mean. ``rewardkit serve`` and ``RewardModel`` restore the members from it."""
 METRICS = "metrics.json"
 DATA_REPORT = "data_report.json"
 ENVIRONMENT = "environment.json"
@@ -237,6 +240,8 @@ class RunInfo:
     recipe: str | None = None
     datasets: list[str] = field(default_factory=list)
     length_debias: str | None = None
+    ensemble_heads: int = 1
+    """Members of a reward ensemble (one head output each); 1: a plain reward model."""
     reward_read_at: str | None = None
     """Where the reward is read (the template's end-of-turn token); None: a run from before it was recorded."""
     reward_mean: float | None = None
@@ -250,9 +255,9 @@ class RunInfo:
     """Read from an export's ``rewardkit.json`` (not a run directory's)."""
 
     _RUN_KEYS = ("model_name_or_path", "gguf_file", "model_revision", "use_peft", "quantized_base", "trust_remote_code",
-                 "max_length", "truncation", "recipe", "datasets", "length_debias", "reward_read_at")
+                 "max_length", "truncation", "recipe", "datasets", "length_debias", "ensemble_heads", "reward_read_at")
     _EXPORT_KEYS = ("source_run", "source", "model_name_or_path", "gguf_file", "max_length", "truncation", "reward_mean",
-                    "reward_std", "reward_read_at", "verification")
+                    "reward_std", "reward_read_at", "ensemble_heads", "verification")
 
     @classmethod
     def read(cls, folder: str | Path) -> RunInfo | None:

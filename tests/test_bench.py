@@ -95,3 +95,54 @@ def test_zero3_widths_counts_what_the_planner_plans(tmp_path):
         assert all(0.9 <= ratio <= 1.1 for ratio in rank.values()), rank
     assert row["ranks"][0]["fp32_master"] > 0  # DeepSpeed keeps an fp32 copy of fp32 weights (see reward.training.plan)
     assert row["reload_plain_transformers"]["max_abs_gap"] <= 1e-4
+
+
+def test_ensemble_step_bench_times_both_arms_on_the_same_batches(tmp_path):
+    out = tmp_path / "step.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "ensemble_step.py"), "--shape", "tiny", "--steps", "2",
+                          "--repeats", "1", "--pairs", "40", "--data", str(SAMPLE), "--out", str(out)],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1].startswith("ensemble: 4 heads ")
+    result = json.loads(out.read_text())
+    assert set(result["seconds_per_step"]) == {"1", "4"} and result["ratio"] > 0
+
+
+def test_best_of_n_gold_is_the_exact_expectation_over_subsets():
+    """The closed form Σᵢ gold_i · C(i−1, n−1)/C(N, n) equals the mean over every n-subset of the gold
+    reward of the subset's best pick; best-of-1 is the plain mean, and picking by gold itself only gains."""
+    import itertools
+    import random
+
+    sys.path.insert(0, str(ROOT))
+    from bench.overoptimization import best_of_n_gold
+
+    rng = random.Random(0)
+    pick = [rng.random() for _ in range(7)]
+    gold = [rng.gauss(0, 1) for _ in range(7)]
+    for n in range(1, 8):
+        subsets = list(itertools.combinations(range(7), n))
+        brute = sum(gold[max(s, key=lambda i: pick[i])] for s in subsets) / len(subsets)
+        assert best_of_n_gold(pick, gold, n) == pytest.approx(brute, abs=1e-12)
+    assert best_of_n_gold(pick, gold, 1) == pytest.approx(sum(gold) / 7)
+    by_gold = [best_of_n_gold(gold, gold, n) for n in range(1, 8)]
+    assert by_gold == sorted(by_gold) and by_gold[-1] == max(gold)
+
+
+def test_overoptimization_bench_runs_every_stage(tiny_policy_dir, tiny_model_dir, tmp_path):
+    """bench/overoptimization.py --smoke on tiny models: prompts, samples, a gold, proxies (a single head, an
+    ensemble, an independent seed), best-of-n for every pick. At n = 1 every pick is a random sample: the
+    same gold reward."""
+    out = tmp_path / "overopt.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "overoptimization.py"), "--smoke", "--work",
+                          str(tmp_path / "work"), "--policy", str(tiny_policy_dir), "--base", str(tiny_model_dir),
+                          "--data", str(SAMPLE), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1].startswith("overoptimization: at n=8 ")
+    result = json.loads(out.read_text())
+    assert result["ns"] == [1, 2, 4, 8] and out.with_suffix(".png").is_file()
+    rows = {r["pick"]: r for r in result["rows"]}
+    assert {"single proxy", "ensemble mean", "mean - 1·std", "min", "independent ×2 mean"} <= set(rows)
+    at_one = {round(r["gold_at_n"]["1"], 9) for r in rows.values()}
+    assert len(at_one) == 1 and at_one == {round(result["gold_mean_of_samples"], 9)}
+    assert set(result["diversity_disagreement"]) == {"heads", "independent"}

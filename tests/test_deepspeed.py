@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 from tests.launcher import free_port, launch_env, run_all
@@ -70,21 +71,30 @@ def ds_recipe(tiny_recipe):
     return make
 
 
-@pytest.mark.parametrize("config, debias, pairing", [("zero2_cpu", "odin", "pairwise"),
-                                                      ("zero3_cpu", "corr_penalty", "listwise"),
-                                                      ("zero3_cpu", "odin", "pairwise")])
-def test_zero_full_finetune_saves_a_real_model(ds_recipe, tmp_path, config, debias, pairing, tiny_policy_dir):
+@pytest.mark.parametrize("config, debias, pairing, members", [("zero2_cpu", "odin", "pairwise", 1),
+                                                               ("zero3_cpu", "corr_penalty", "listwise", 3),
+                                                               ("zero3_cpu", "odin", "pairwise", 1)])
+def test_zero_full_finetune_saves_a_real_model(ds_recipe, tmp_path, config, debias, pairing, members, tiny_policy_dir):
     """Each ZeRO stage saves a real model that reproduces the trained rewards, with length debiasing on
     (ODIN's two-output head is saved whole; its quality output is what scoring reads), and under
-    ZeRO-3 with listwise batches. ZeRO-3 + ODIN starts from a language model (no head yet), as users do."""
-    base = {"model_name_or_path": str(tiny_policy_dir)} if (config, debias) == ("zero3_cpu", "odin") else {}
-    proc = _train(ds_recipe(length_debias=debias, pairing=pairing, **base), config)
+    ZeRO-3 an ensemble of 3 heads (each drawn on the gathered head) with listwise batches and the
+    correlation penalty on each head. ZeRO-3 with a new head (ODIN, an ensemble) starts from a language
+    model (no head yet), as users do."""
+    base = {"model_name_or_path": str(tiny_policy_dir)} if config == "zero3_cpu" and (debias == "odin" or members > 1) \
+        else {}
+    proc = _train(ds_recipe(length_debias=debias, pairing=pairing, ensemble_heads=members, **base), config)
     run = tmp_path / "run"
     assert json.loads((run / "environment.json").read_text())["world_size"] == 2
     assert (run / "run_complete.json").exists() and "held-out accuracy" in proc.stdout
     weights = _tensors(run / "model.safetensors")
     assert weights["score.weight"].numel() > 0 and all(t.numel() > 0 for t in weights.values())  # not the empty save
-    assert weights["score.weight"].shape[0] == (2 if debias == "odin" else 1)
+    assert weights["score.weight"].shape[0] == (2 if debias == "odin" else members)
+    if members > 1:  # each member drawn from its own seed on the gathered head (4 Adam steps of 5e-3 from it)
+        from reward.modeling.heads import member_row
+
+        rows = weights["score.weight"]
+        drawn = torch.stack([member_row(0, m, rows.shape[1], 0.02) for m in range(members)])
+        assert (rows - drawn).abs().max() < 0.025 < (rows[1:] - drawn[:-1]).abs().max()
     _reloaded_matches_trained(run)
 
 

@@ -57,3 +57,21 @@ def test_odin_terms():
     # parallel head rows add |cos| = 1
     assert losses.odin_terms(chosen, rejected, c_len, r_len, 0.5, torch.ones(2, 2))[2].item() == pytest.approx(0.5)
     assert losses.head_orthogonality(torch.empty(0)).item() == 0.0  # a ZeRO-3 shard holds nothing
+
+
+def test_ensemble_losses_per_member():
+    """[pairs, members] losses: each member's group means; members disagree where their gaps' signs differ;
+    the length penalty is the mean of each member's."""
+    per_pair = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 4.0]])
+    groups = torch.tensor([0, 0, 1])
+    assert losses.group_mean(per_pair, groups, 2).tolist() == [[2.0, 1.0], [5.0, 4.0]]
+    assert losses.group_mean(per_pair[:, 0], groups, 2).tolist() == [2.0, 5.0]  # one member: as before
+    gaps = torch.tensor([[1.0, 2.0], [1.0, -1.0], [-1.0, 0.0], [0.0, 0.0]])
+    assert losses.members_disagree(gaps).tolist() == [0.0, 1.0, 0.0, 0.0]  # a tie is not "above"
+    lengths = torch.tensor([1.0, 2.0, 3.0])
+    chosen = torch.stack([torch.tensor([1.0, 2.0, 3.0]), torch.tensor([3.0, 1.0, 2.0])], dim=-1)
+    rejected = torch.stack([torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 1.0, 1.0])], dim=-1)
+    both = losses.corr_penalty(chosen, rejected, lengths, lengths, 1.0)
+    first = losses.corr_penalty(chosen[:, 0], rejected[:, 0], lengths, lengths, 1.0)
+    second = losses.corr_penalty(chosen[:, 1], rejected[:, 1], lengths, lengths, 1.0)
+    assert first.item() == pytest.approx(1.0) and both.item() == pytest.approx((first + second).item() / 2)

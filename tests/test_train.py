@@ -99,12 +99,13 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model.safetensors"))
 
 
-@pytest.mark.parametrize("pairing", ["pairwise", "listwise"])
-def test_resume_after_sigkill_matches_uninterrupted(tiny_recipe, tmp_path, pairing):
+@pytest.mark.parametrize("pairing, members", [("pairwise", 1), ("listwise", 1), ("pairwise", 3)])
+def test_resume_after_sigkill_matches_uninterrupted(tiny_recipe, tmp_path, pairing, members):
     """Killed after its step-4 checkpoint and resumed: the weights and the logged losses of steps 5-8 are the
-    uninterrupted run's (``listwise``: the group sampler's batches resume where they stopped too)."""
+    uninterrupted run's (``listwise``: the group sampler's batches resume where they stopped too; an
+    ensemble: each member's bootstrap weights are the same after the resume)."""
     common = dict(max_steps=8, save_strategy="steps", save_steps=2, eval_split_size=0.0, logging_steps=1,
-                  pairing=pairing)
+                  pairing=pairing, ensemble_heads=members)
     straight = run_training(load_recipe(tiny_recipe(output_dir=str(tmp_path / "straight"), **common)))
 
     recipe = tiny_recipe(output_dir=str(tmp_path / "killed"), **common)

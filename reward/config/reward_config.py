@@ -74,6 +74,11 @@ class RewardkitConfig(RewardConfig):
     listwise_loss: str = "bradley_terry"
     """Listwise loss of a group: ``bradley_terry`` over all its comparisons, averaged; ``plackett_luce``
     for the groups whose comparisons rank every response (a total order; the others keep Bradley-Terry)."""
+    ensemble_heads: int = 1
+    """Reward heads trained on one backbone (a reward ensemble, ``reward.training.ensemble``): each head
+    drawn with its own seed and trained on its own Poisson(1) bootstrap weights of the pairs, all heads
+    in the same forward (the backbone computed once). Scoring gives each response the members' mean,
+    standard deviation and minimum; the export is one head, their mean. 1: a plain reward model."""
     eval_max_pairs: int = 512
     """Pairs the final evaluation report (and export verification) uses."""
 
@@ -109,6 +114,7 @@ class RewardkitConfig(RewardConfig):
         if self.length_debias != "none" and not self.packing:
             raise RecipeError("recipe key 'length_debias' needs 'packing: true' (the packed batch carries response "
                               "lengths).")
+        self._check_ensemble()
         coef = self.length_debias_coef
         if not (isinstance(coef, (int, float)) and coef >= 0 and coef == coef):
             raise RecipeError(f"recipe key 'length_debias_coef': {coef} must be a number ≥ 0.")
@@ -121,6 +127,24 @@ class RewardkitConfig(RewardConfig):
                                   "token count (or remove the key for a fixed pair count).")
             if not self.packing:
                 raise RecipeError("recipe key 'max_tokens_per_batch' needs 'packing: true' (it budgets packed rows).")
+
+    def _check_ensemble(self) -> None:
+        n = self.ensemble_heads
+        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 64):
+            raise RecipeError(f"recipe key 'ensemble_heads': {n!r} must be a whole number from 1 (a plain reward model) "
+                              "to 64.")
+        if n == 1:
+            return
+        if not self.packing:
+            raise RecipeError("recipe key 'ensemble_heads' needs 'packing: true' (the packed batch carries each "
+                              "pair's bootstrap weights).")
+        if self.length_debias == "odin":
+            raise RecipeError("recipe keys 'ensemble_heads' and 'length_debias: odin' do not combine (both claim "
+                              "the head's outputs): use length_debias: corr_penalty, which applies to each head.")
+        if self.listwise_loss == "plackett_luce":
+            raise RecipeError("recipe keys 'ensemble_heads' and 'listwise_loss: plackett_luce' do not combine (each "
+                              "head trains on bootstrap weights of the pairs, which a Plackett-Luce group has not): "
+                              "use listwise_loss: bradley_terry.")
 
     def _check_schedule(self) -> None:
         """Values that would fail inside torch after the model loaded, or silently train nothing."""

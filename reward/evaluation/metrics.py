@@ -150,6 +150,34 @@ def group_metrics(groups: Sequence[tuple[Sequence[float], Sequence[tuple[int, in
             "top1_accuracy": float(np.mean(top1)) if top1 else None, "top1_groups": len(top1)}
 
 
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+    """Area under the ROC curve of ``scores`` for telling ``positive`` cases from the rest (the
+    Mann-Whitney U statistic; tied scores count a half); None when either class is empty."""
+    pos = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if not n_pos or not n_neg:
+        return None
+    _, inverse, counts = np.unique(np.asarray(scores, dtype=float), return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based ranks, ties at their average
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def ensemble_metrics(chosen: Sequence[Sequence[float]], rejected: Sequence[Sequence[float]]) -> dict[str, Any]:
+    """Metrics of an ensemble's pairs ([pairs][members] rewards of chosen and of rejected): each member's
+    accuracy; ``disagreement``, the share of pairs its members do not all order the same way;
+    ``std_auroc_misordered``: how well the std of the members' margins tells the pairs the ensemble mean
+    misorders (or ties) from those it orders right (0.5: std says nothing of its mistakes)."""
+    margins = np.asarray(chosen, dtype=float) - np.asarray(rejected, dtype=float)  # [pairs, members]
+    wrong = margins.mean(1) <= 0
+    right_by_member = margins > 0
+    return {"members": int(margins.shape[1]),
+            "member_accuracy": [float(a) for a in right_by_member.mean(0)],
+            "disagreement": float((right_by_member.any(1) & ~right_by_member.all(1)).mean()),
+            "misordered_pairs": int(wrong.sum()),
+            "mean_margin_std": float(margins.std(1).mean()),
+            "std_auroc_misordered": auroc(margins.std(1).tolist(), wrong.tolist())}
+
+
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
     lines = [
         f"pairs: {metrics['n_pairs']}  accuracy: {metrics['accuracy']:.4f}"
@@ -165,6 +193,13 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"ECE: {metrics['ece']:.4f}",
         f"reward mean/std: {metrics['reward_mean']:.4f} / {metrics['reward_std']:.4f}",
     ]
+    ens = metrics.get("ensemble")
+    if ens:
+        auc = ens["std_auroc_misordered"]
+        lines.append(f"ensemble of {ens['members']}: member accuracy "
+                     + " ".join(f"{a:.4f}" for a in ens["member_accuracy"])
+                     + f"; members disagree on {ens['disagreement']:.3f} of pairs; AUROC of std for the "
+                     f"{ens['misordered_pairs']} misordered pairs: " + ("n/a" if auc is None else f"{auc:.3f}"))
     data = metrics.get("data")
     if data:
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(data.get("dropped", {}).items())) or "none"

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..inference.batches import Batching
-from .metrics import PairRewards, group_metrics
+from .metrics import PairRewards, ensemble_metrics, group_metrics
 
 
 @dataclass
@@ -95,8 +95,9 @@ def evaluate_file(rm: Any, path: str, fmt: str = "pairs", split: str = "train", 
     report.check()
     groups = ResponseGroups.of(pairs)
     encoded = rm.encode(groups.prompts, groups.responses, max_length)
-    got = rm.score_sequence_groups(encoded.groups, batch_size=batching.batch_size, pack_tokens=batching.pack_tokens,
-                                   progress=batching.progress)
+    members = rm.score_sequence_groups(encoded.groups, batch_size=batching.batch_size,
+                                       pack_tokens=batching.pack_tokens, progress=batching.progress, members=True)
+    got = [[sum(v) / len(v) for v in g] for g in members]  # the reward: the ensemble's mean (a plain model's own)
     lengths = encoded.response_lengths
     rewards = PairRewards([got[g][c] for g, c, _ in groups.pairs], [got[g][r] for g, _, r in groups.pairs],
                           [lengths[g][c] for g, c, _ in groups.pairs], [lengths[g][r] for g, _, r in groups.pairs])
@@ -104,6 +105,9 @@ def evaluate_file(rm: Any, path: str, fmt: str = "pairs", split: str = "train", 
     metrics = rewards.metrics()
     if max(len(r) for r in groups.responses) > 2:  # ranked groups: top-1 and Kendall τ too
         metrics.update(group_metrics(list(zip(got, groups.comparisons()))))
+    if rm.members > 1:
+        metrics["ensemble"] = ensemble_metrics([members[g][c] for g, c, _ in groups.pairs],
+                                               [members[g][r] for g, _, r in groups.pairs])
     metrics["data"] = {**{k: summary[k] for k in ("total", "kept", "dropped", "repaired")},
                        "training_prompts_known": seen is not None if exclude_seen else None,
                        "max_length": max_length or rm.max_length, "responses_cut_to_max_length": encoded.responses_cut}

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from ..data.formatting import chat_format
-from ..rundir import RESOLVED_RECIPE, RunInfo
+from ..rundir import ENSEMBLE_HEADS, RESOLVED_RECIPE, RunInfo
 
 
 def model_card(run: Path, info: RunInfo, metrics: dict[str, Any], tokenizer: Any) -> str:
@@ -53,6 +53,14 @@ def _card_training(run: Path, info: RunInfo, metrics: dict[str, Any]) -> list[st
     if train:
         loss = train.get("train_loss", float("nan"))
         lines.append(f"- Training: {train.get('train_runtime', 0):.0f} s, final train loss {loss:.4f}")
+    if info.ensemble_heads > 1:
+        lines += [
+            f"- Reward ensemble: {info.ensemble_heads} heads on one backbone, each trained on its own bootstrap "
+            "resample of the pairs. This model's one output is the members' mean (exactly: the mean of linear heads "
+            f"is one linear head). The members are in `{ENSEMBLE_HEADS}` (`weight` [members, hidden]); "
+            "`rewardkit serve` and `RewardModel.from_pretrained` restore them and give each reward's std and the "
+            "conservative reward mean − λ·std (`--uncertainty_penalty`).",
+        ]
     return lines + ["", "### Recipe", "```yaml", recipe_text.rstrip(), "```"]
 
 

@@ -37,3 +37,5 @@ class VerifiedExport:
     stats: dict[str, Any]
     verification: dict[str, Any]
     info: RunInfo
+    members: dict[str, Any] | None = None
+    """An ensemble's member head rows (the model's own head is their mean), for the side file."""

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExportError
-from ..modeling.heads import keep_quality_head
+from ..modeling.heads import keep_quality_head, mean_member_head
 from ..modeling.source import parse_dtype
-from ..rundir import RESOLVED_RECIPE, held_out_reward_stats, is_run_complete
+from ..rundir import ENSEMBLE_HEADS, RESOLVED_RECIPE, held_out_reward_stats, is_run_complete
 from .deepspeed import _has_weights, consolidate_deepspeed
 from .options import ExportOptions, VerifiedExport
 
@@ -104,6 +104,9 @@ def verify_export(run: Path, options: ExportOptions) -> VerifiedExport:
         model = model.merge_and_unload()  # LoRA deltas folded in; the trained head is a plain module again
     if reference.info.length_debias == "odin" and keep_quality_head(model):
         logger.info("length_debias odin: exporting the quality head only (verified against the run below)")
+    members = mean_member_head(model) if reference.members > 1 else None
+    if members is not None:  # the run's reward is the members' mean: so is the one-output export's
+        logger.info("ensemble of %d: exporting their mean head, the members in %s", reference.members, ENSEMBLE_HEADS)
     model = model.to(parse_dtype(options.dtype))
     got = RewardModel(model, reference.tokenizer).score_token_ids(seqs)
     stats = _reward_stats(run)
@@ -119,4 +122,6 @@ def verify_export(run: Path, options: ExportOptions) -> VerifiedExport:
                           f"{check['flipped_pairs']} of {check['pairs']} pairs; nothing was written.")
     verification = {"sequences": len(seqs), "on": what, **check, "tolerance": tol, "reward_std": spread,
                     "dtype": options.dtype}
-    return VerifiedExport(model, reference.tokenizer, stats, verification, reference.info)
+    if members is not None:
+        verification["ensemble_members"] = reference.members
+    return VerifiedExport(model, reference.tokenizer, stats, verification, reference.info, members)

@@ -13,7 +13,7 @@ from typing import Any
 from ..data.formatting import chat_format, consumer_tokenizer
 from ..errors import ExportError
 from ..modeling.heads import fit_embeddings
-from ..rundir import EXPORT_INFO, RUN_COMPLETE, TRAIN_PROMPTS, RunInfo, atomic_write_text, set_default_modes
+from ..rundir import ENSEMBLE_HEADS, EXPORT_INFO, RUN_COMPLETE, TRAIN_PROMPTS, RunInfo, atomic_write_text, set_default_modes
 from .card import model_card
 from .hub import push_export
 from .options import ExportOptions, VerifiedExport
@@ -97,6 +97,12 @@ def _write_export(out: Path, run: Path, verified: VerifiedExport, source: dict[s
             model.config.mean, model.config.std = float(stats["reward_mean"]), float(stats["reward_std"])
         model.save_pretrained(str(tmp), max_shard_size="2GB")
         consumer.save_pretrained(str(tmp))
+        if verified.members is not None:
+            from safetensors.torch import save_file
+
+            # the members as trained (fp32): the export's head is their mean, rounded once to its dtype
+            save_file({k: v.float().contiguous().cpu() for k, v in verified.members.items()},
+                      str(tmp / ENSEMBLE_HEADS), metadata={"members": str(verified.members["weight"].shape[0])})
         readable_by_older_transformers(tmp)
         verification["plain_forms"] = check_plain_forms(tmp, tokenizer)
         if (run / TRAIN_PROMPTS).is_file():  # lets `rewardkit eval` on the export leave out training pairs
@@ -105,7 +111,8 @@ def _write_export(out: Path, run: Path, verified: VerifiedExport, source: dict[s
             source_run=str(run.resolve()), source=source, model_name_or_path=info.model_name_or_path,
             gguf_file=info.gguf_file, max_length=info.max_length, truncation=info.truncation,
             reward_mean=stats["reward_mean"], reward_std=stats["reward_std"],
-            reward_read_at=chat_format(tokenizer).turn_end, verification=verification, exported=True)
+            reward_read_at=chat_format(tokenizer).turn_end, verification=verification, exported=True,
+            ensemble_heads=int(verified.members["weight"].shape[0]) if verified.members is not None else 1)
         (tmp / "README.md").write_text(model_card(run, export_info, stats["metrics"], tokenizer))
         set_default_modes(tmp)
         export_info.write(tmp)  # written last: the completeness mark

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from .batches import Encoded
 from .model import RewardModel
@@ -64,7 +65,7 @@ class Batcher:
             except asyncio.CancelledError:
                 pass
 
-    async def score(self, encoded: Encoded) -> list[list[float]]:
+    async def score(self, encoded: Encoded) -> list[list[list[float]]]:
         future = asyncio.get_running_loop().create_future()
         groups = encoded.groups
         self.queue.put_nowait(_Job(groups, [tuple(p) for p in encoded.prompts], future,
@@ -90,10 +91,11 @@ class Batcher:
             tokens += job.tokens
         return batch
 
-    def _forward(self, batch: list[_Job]) -> list[list[float]]:
+    def _forward(self, batch: list[_Job]) -> list[list[list[float]]]:
+        """Each sequence's member rewards (one value for a plain model), per group of each job in order."""
         groups = [g for job in batch for g in job.groups]
         if not self.settings.batching:  # naive: each sequence alone, padded
-            return [[self.rm.score_token_ids([s], batch_size=1)[0] for s in g] for g in groups]
+            return [[self.rm.score_token_ids([s], batch_size=1, members=True)[0] for s in g] for g in groups]
         # one group per prompt across the batch's requests: OpenRLHF sends each sample of a prompt alone
         merged: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         flat = [(prompt, g) for job in batch for prompt, g in zip(job.prompts, job.groups)]
@@ -101,8 +103,8 @@ class Batcher:
             merged.setdefault(prompt, []).extend((n, j) for j in range(len(g)))
         slots = list(merged.values())
         scores = self.rm.score_sequence_groups([[flat[n][1][j] for n, j in slot] for slot in slots],
-                                               pack_tokens=self.settings.max_batch_tokens)
-        out = [[0.0] * len(g) for _, g in flat]
+                                               pack_tokens=self.settings.max_batch_tokens, members=True)
+        out: list[list[Any]] = [[None] * len(g) for _, g in flat]
         for slot, values in zip(slots, scores):
             for (n, j), v in zip(slot, values):
                 out[n][j] = v
@@ -143,3 +145,7 @@ class ServeSettings:
     """Responses (or queries) in one request; more is 413."""
     batching: bool = True
     """False: the naive server of ``bench/serve.py`` (each response alone, padded, one at a time)."""
+    uncertainty_penalty: float = 0.0
+    """An ensemble's λ: ``/get_reward``'s ``rewards`` and ``/classify`` give mean − λ·std."""
+    worst_case: bool = False
+    """An ensemble's ``/get_reward`` ``rewards`` and ``/classify`` give the members' minimum."""

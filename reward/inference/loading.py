@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError, RecipeError, RewardkitError
-from ..modeling.heads import check_reward_head, fit_embeddings, head_outputs
+from ..modeling.heads import check_reward_head, fit_embeddings, head_outputs, restore_member_heads
 from ..modeling.source import load_pretrained, load_tokenizer, parse_dtype
-from ..rundir import RUN_INFO, RunInfo
+from ..rundir import ENSEMBLE_HEADS, RUN_INFO, RunInfo
 
 logger = logging.getLogger(__name__)
 
@@ -64,13 +64,40 @@ def load_scoring_model(path_or_id: str, device: Any = None, dtype: Any = None,
     tokenizer = load_tokenizer(str(path_or_id), trust_remote_code=trust) \
         if (not path.exists() or (path / "tokenizer_config.json").is_file()) \
         else load_tokenizer(info.model_name_or_path, info.gguf_file, trust_remote_code=trust)
-    check_reward_head(model, info.length_debias if info else None, str(path_or_id))
+    restore_members(model, path)  # an export's ensemble: its one mean head → the members (side file)
+    check_reward_head(model, info.length_debias if info else None, str(path_or_id), info.ensemble_heads if info else 1)
     fit_embeddings(model, tokenizer)
     if info and not info.reward_read_at:
         logger.warning("%s was trained by a rewardkit that read rewards after the chat template's trailing characters; "
                        "it is scored at the end-of-turn token now, which shifts its rewards: retrain it.", path_or_id)
     model.to(device=device, dtype=dtype).eval()
     return model, tokenizer, info, autocast
+
+
+def restore_members(model: Any, folder: Path) -> int:
+    """An ensemble export's members put back on its one mean head (:data:`ENSEMBLE_HEADS`); returns the
+    members the model now scores with (1 when the folder has no side file)."""
+    side = folder / ENSEMBLE_HEADS
+    if not side.is_file():
+        return 1
+    from safetensors.torch import load_file
+
+    try:
+        members = load_file(str(side))
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise ModelLoadError(f"{side}: the ensemble's members could not be read ({type(exc).__name__}); the file may "
+                             "be truncated: export the run again.") from None
+    restore_member_heads(model, members, str(folder))
+    return int(members["weight"].shape[0])
+
+
+def members(model: Any, info: RunInfo | None) -> int:
+    """Ensemble members a loaded reward model scores with: its head's outputs, unless they are an ODIN
+    head's (quality, length: one reward); 1 for a plain reward model."""
+    from ..seams import config_holder
+
+    n = int(getattr(config_holder(model).config, "num_labels", 1) or 1)
+    return 1 if info is not None and info.length_debias == "odin" else n
 
 
 def stored_dtype(path: Path) -> Any:
@@ -123,7 +150,7 @@ def load_adapter_model(run: Path, info: RunInfo | None, dtype: Any, trust_remote
     if not any(w.is_file() for w in weights):
         raise ModelLoadError(f"{run}: adapter_config.json but no adapter_model.safetensors: the adapter is missing.")
     # 16/32-bit base even for a run trained in 4-bit: the adapter is applied to dequantized weights
-    labels = head_outputs(info.length_debias)
+    labels = head_outputs(info.length_debias, info.ensemble_heads)
     base = load_pretrained(AutoModelForSequenceClassification, base_id, info.gguf_file,
                            trust_remote_code=trust_remote_code, new_head=True, num_labels=labels,
                            revision=info.model_revision, dtype=dtype if dtype != torch.float16 else torch.float32,

@@ -5,6 +5,10 @@ length so batches carry little padding, runs without gradients (bf16 on GPU, fp3
 passes explicit position ids, so a score is the same alone or in any batch, with left or right
 padding. Pairs (``eval``) and a prompt's n responses (``rank``, ``reward.inference.scorefile``) go through the
 packed forward of ``reward.packing`` instead: the prompt is computed once, no padding, same rewards.
+
+An ensemble (``ensemble_heads``) scores every member in the same forward: the reward methods return the
+members' mean, and ``members=True`` (or :meth:`RewardModel.score_stats`) each member's reward, whose
+std and minimum give the conservative reward (``reward.inference.ensemble``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ from ..data.formatting import as_messages, encode_pairs, encode_texts, fit_to_le
 from ..errors import ScoringError
 from ..rundir import TRAIN_PROMPTS, RunInfo, held_out_reward_stats
 from .batches import DEFAULT_PACK_TOKENS, Encoded, Prompt, progress_bar, ungroup
+from .ensemble import RewardStats, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,10 @@ class RewardModel:
         self.info = info or RunInfo()
         """What the folder it came from says of it (run or export); empty for a model rewardkit did not write."""
         self.source = source
+        from .loading import members
+
+        self.members = members(model, info)
+        """Ensemble members the head scores (1: a plain reward model)."""
         self._packing_checked_len = 0  # longest sequence whose packed reward was checked against padded
         self._packing_ok: bool | None = None  # False once packed scoring disagreed with padded scoring
         self._packed_mode: str | None = None  # the packed attention mode, None: scored padded only
@@ -110,13 +120,22 @@ class RewardModel:
         return stack
 
     # -- core -------------------------------------------------------------------------------
+    def _reduce(self, vectors: list[list[float]], members: bool) -> list[Any]:
+        """Member vectors as they are (``members``), or each one's mean: the reward."""
+        return vectors if members else [v[0] if len(v) == 1 else math.fsum(v) / len(v) for v in vectors]
+
     def score_token_ids(self, sequences: Sequence[Sequence[int]], batch_size: int = 16,
-                        progress: bool = False) -> list[float]:
-        """Rewards for already-formatted token sequences, batched by length."""
+                        progress: bool = False, members: bool = False) -> list[Any]:
+        """Rewards for already-formatted token sequences, batched by length (with ``members``, each
+        sequence's list of member rewards)."""
+        return self._reduce(self._token_vectors(sequences, batch_size, progress), members)
+
+    def _token_vectors(self, sequences: Sequence[Sequence[int]], batch_size: int,
+                       progress: bool) -> list[list[float]]:
         import torch
 
         order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
-        out = [0.0] * len(sequences)
+        out: list[list[float]] = [[0.0]] * len(sequences)
         pad = self.tokenizer.pad_token_id
         left = getattr(self.tokenizer, "padding_side", "right") == "left"
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -138,7 +157,7 @@ class RewardModel:
                 pos = (mask.cumsum(-1) - 1).clamp(min=0)
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                     position_ids=pos.to(self.device), use_cache=False).logits
-                for i, value in zip(idx, logits[:, 0].float().tolist()):  # one device→host copy a batch
+                for i, value in zip(idx, logits[:, :self.members].float().tolist()):  # one device→host copy a batch
                     out[i] = value
         return out
 
@@ -156,7 +175,8 @@ class RewardModel:
             return False
 
     def score_sequence_groups(self, groups: Sequence[Sequence[Sequence[int]]], batch_size: int = 16,
-                              pack_tokens: int | None = None, progress: bool = False) -> list[list[float]]:
+                              pack_tokens: int | None = None, progress: bool = False,
+                              members: bool = False) -> list[list[Any]]:
         """Rewards for groups of already-formatted token sequences (a pair, or n answers to one prompt).
 
         With ``pack_tokens`` > 0 and a :meth:`packable` model, the tokens a group's sequences start
@@ -168,7 +188,13 @@ class RewardModel:
         an unusual architecture) is scored padded from then on, with a warning. Otherwise sequences are
         scored padded, ``batch_size`` at a time.
 
-        ``pack_tokens=None``: 512 on CPU, 4096 on a GPU (:data:`DEFAULT_PACK_TOKENS`)."""
+        ``pack_tokens=None``: 512 on CPU, 4096 on a GPU (:data:`DEFAULT_PACK_TOKENS`). ``members``: each
+        sequence's list of member rewards instead of their mean."""
+        got = self._group_vectors(groups, batch_size, pack_tokens, progress)
+        return [self._reduce(g, members) for g in got]
+
+    def _group_vectors(self, groups: Sequence[Sequence[Sequence[int]]], batch_size: int, pack_tokens: int | None,
+                       progress: bool) -> list[list[list[float]]]:
         if pack_tokens is None:
             pack_tokens = DEFAULT_PACK_TOKENS["cpu" if self.device.type == "cpu" else "gpu"]
         if pack_tokens <= 0 or not groups or self._packing_ok is False or not self.packable():
@@ -181,15 +207,15 @@ class RewardModel:
         # the row with the longest sequence is the one checked against padded scoring
         check = max(range(len(rows)),
                     key=lambda n: max(len(part.prefix) + len(s) for part in rows[n] for s in part.suffixes))
-        out: list[list[float]] = [[0.0] * len(g) for g in groups]
+        out: list[list[list[float]]] = [[[0.0]] * len(g) for g in groups]
         capture = ScoreCapture.for_model(self.model)
         try:
             with self._inference(), progress_bar(progress, len(rows), "scoring (prompt-shared)", "row") as bar:
                 for n, row in enumerate(rows):
                     batch = pack_groups([(part.prefix, part.suffixes) for part in row], self.tokenizer.pad_token_id)
                     logits = packed_token_rewards(self.model, capture, {k: v.to(self.device) if torch.is_tensor(v) else v
-                                                                          for k, v in batch.items()})
-                    got = iter(logits[batch["reward_index"].to(self.device)].float().tolist())
+                                                                          for k, v in batch.items()}, all_outputs=True)
+                    got = iter(logits[batch["reward_index"].to(self.device), :self.members].float().tolist())
                     for part in row:
                         for j in range(len(part.suffixes)):
                             out[part.group][part.first + j] = next(got)
@@ -202,13 +228,13 @@ class RewardModel:
         return out
 
     def _score_groups_padded(self, groups: Sequence[Sequence[Sequence[int]]], batch_size: int,
-                             progress: bool) -> list[list[float]]:
-        flat = self.score_token_ids([s for g in groups for s in g], batch_size=batch_size, progress=progress)
+                             progress: bool) -> list[list[list[float]]]:
+        flat = self._token_vectors([s for g in groups for s in g], batch_size, progress)
         it = iter(flat)
         return [[next(it) for _ in g] for g in groups]
 
     def _packed_matches_padded(self, groups: Sequence[Sequence[Sequence[int]]], row: list[Any],
-                               out: list[list[float]]) -> bool:
+                               out: list[list[list[float]]]) -> bool:
         """Score one packed row's sequences padded too, unless no longer than those checked before;
         False (and a warning, and padded scoring from now on) if they disagree."""
 
@@ -217,10 +243,10 @@ class RewardModel:
         if longest <= self._packing_checked_len:
             return True
         packed = [out[part.group][part.first + j] for part in row for j in range(len(part.suffixes))]
-        padded = self.score_token_ids(seqs, batch_size=len(seqs))
+        padded = self._token_vectors(seqs, len(seqs), False)
         # fp32 agrees to ~1e-5; bf16 rounds each layer differently in the two layouts
         tol = 0.1 if self.half else 1e-3
-        worst = max(abs(a - b) / (1.0 + abs(b)) for a, b in zip(packed, padded))
+        worst = max(abs(a - b) / (1.0 + abs(b)) for u, v in zip(packed, padded) for a, b in zip(u, v))
         if worst <= tol:
             self._packing_checked_len = longest
             return True
@@ -277,6 +303,15 @@ class RewardModel:
         seqs = [g[0] for g in self.encode([p for p, _ in pairs], [[r] for _, r in pairs]).groups]
         return [norm(x) for x in self.score_token_ids(seqs, batch_size=batch_size, progress=progress)]
 
+    def score_stats(self, pairs: Sequence[tuple[Prompt, str]], batch_size: int = 16,
+                    normalize: bool = False) -> list[RewardStats]:
+        """Each (prompt, response)'s reward across the ensemble's members: mean (what :meth:`score_batch`
+        gives), standard deviation and minimum; ``.reward(uncertainty_penalty=λ)`` is mean − λ·std. A plain
+        reward model has std 0. With ``normalize``, each member's reward is normalised first."""
+        norm = self.normalizer(normalize) if normalize else None
+        seqs = [g[0] for g in self.encode([p for p, _ in pairs], [[r] for _, r in pairs]).groups]
+        return [summarize(v, norm) for v in self.score_token_ids(seqs, batch_size=batch_size, members=True)]
+
     def score_texts(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None,
                     normalize: bool = False) -> list[float]:
         """Rewards of clients' full texts (:meth:`encode_texts`), in input order: each the reward
@@ -293,13 +328,16 @@ class RewardModel:
         return sorted(zip(responses, scores), key=lambda x: x[1], reverse=True)
 
     def as_reward_func(self, normalize: bool = False, device: Any = None, name: str | None = None,
-                       pack_tokens: int | None = None) -> Any:
+                       pack_tokens: int | None = None, uncertainty_penalty: float = 0.0,
+                       worst_case: bool = False) -> Any:
         """This model as a reward function for TRL's ``GRPOTrainer`` / ``RLOOTrainer`` (``reward_funcs``):
         every completion formatted as training formatted it, each prompt computed once for its group
-        (:class:`reward.inference.RewardFunction`)."""
+        (:class:`reward.inference.RewardFunction`). For an ensemble, the reward is mean − λ·std
+        (``uncertainty_penalty`` λ) or the members' minimum (``worst_case``), and the std is logged."""
         from .reward_func import RewardFunction
 
-        return RewardFunction(self, normalize=normalize, device=device, name=name, pack_tokens=pack_tokens)
+        return RewardFunction(self, normalize=normalize, device=device, name=name, pack_tokens=pack_tokens,
+                              uncertainty_penalty=uncertainty_penalty, worst_case=worst_case)
 
     def evaluate_conversation(self, conversation: Sequence[tuple[str, str]]) -> list[float]:
         """Reward of each assistant turn in the context of the turns before it."""

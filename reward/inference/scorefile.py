@@ -1,5 +1,6 @@
 """``rewardkit score``: JSON Lines in, the same rows with rewards out (``score``, or ``scores`` and a
-``ranking`` for rows with several ``responses``), through :class:`reward.inference.RewardModel`'s public
+``ranking`` for rows with several ``responses``; an ensemble adds ``std`` / ``stds``, the members'
+standard deviation, its ``score`` being their mean), through :class:`reward.inference.RewardModel`'s public
 methods. Every row is checked before the model loads; the output is written to a temporary name and
 renamed into place, so a crash never leaves a partial file under the output name."""
 
@@ -13,6 +14,7 @@ from typing import Any
 from ..errors import DataError
 from ..rundir import atomic_file
 from .batches import Batching, Prompt, progress_bar
+from .ensemble import RewardStats, summarize
 from .model import RewardModel
 
 
@@ -91,27 +93,32 @@ def score_jsonl(rm: RewardModel, input_path: str, output_path: str, batching: Ba
             items = [_scoring_items(row, n, input_path) for n, row in chunk]
             # one group per row: a row's n responses share its prompt
             groups = rm.encode([its[0][0] for its in items], [[r for _, r in its] for its in items]).groups
-            scores = rm.score_sequence_groups(groups, batch_size=batching.batch_size, pack_tokens=batching.pack_tokens)
+            scores = rm.score_sequence_groups(groups, batch_size=batching.batch_size, pack_tokens=batching.pack_tokens,
+                                              members=True)
             for (_, row), got in zip(chunk, scores):
-                _add_scores(row, [norm(x) for x in got], top_k)
+                _add_scores(row, [summarize(v, norm) for v in got], top_k, rm.members > 1)
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             bar.update(len(chunk))
     return len(rows)
 
 
-def _add_scores(row: dict[str, Any], got: list[float], top_k: int | None) -> None:
+def _add_scores(row: dict[str, Any], stats: list[RewardStats], top_k: int | None, with_std: bool) -> None:
     """``score`` for a one-response row; ``scores`` and ``ranking`` (best first) for a ``responses`` row,
-    cut to its ``top_k`` best in rank order when asked."""
+    cut to its ``top_k`` best in rank order when asked; ``std`` / ``stds`` too ``with_std`` (an ensemble)."""
+    got = [s.mean for s in stats]
     if not ("responses" in row and isinstance(row["responses"], list)):
         row["score"] = got[0]
+        if with_std:
+            row["std"] = stats[0].std
         return
     ranking = sorted(range(len(got)), key=lambda k: got[k], reverse=True)
-    if top_k is None:
-        row["scores"], row["ranking"] = got, ranking
-        return
-    row["responses"] = [row["responses"][k] for k in ranking[:top_k]]
-    row["scores"] = [got[k] for k in ranking[:top_k]]
-    row["ranking"] = list(range(len(row["scores"])))
+    keep = ranking if top_k is None else ranking[:top_k]
+    if top_k is not None:
+        row["responses"] = [row["responses"][k] for k in keep]
+    row["scores"] = got if top_k is None else [got[k] for k in keep]
+    if with_std:
+        row["stds"] = [s.std for s in stats] if top_k is None else [stats[k].std for k in keep]
+    row["ranking"] = ranking if top_k is None else list(range(len(keep)))
 
 
 def iter_prompts(path: str) -> Iterable[str]:

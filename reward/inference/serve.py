@@ -4,13 +4,17 @@ Endpoints:
 - ``GET /health`` (no auth): status and model.
 - ``GET /metrics``: Prometheus text (``prometheus_client``).
 - ``POST /v1/score`` ``{"prompt": str | messages, "responses": [...], "normalize": false}`` →
-  ``{"scores": [...], "truncated": [...]}``: what ``rewardkit score`` writes for the same row.
+  ``{"scores": [...], "truncated": [...]}`` (and an ensemble's ``stds``): what ``rewardkit score`` writes for
+  the same row.
 - ``POST /get_reward``: OpenRLHF's remote reward protocol (``--remote_rm_url``; its ``serve_rm.py``
   and ``openrlhf/utils/agent.py`` at 3c3be62): ``{"query": [full texts], "prompts": [...], "labels": [...]}``
   → ``{"rewards", "scores", "extra_logs", "truncated"}``; empty lists (a second server's share of one
-  sample) get empty lists.
+  sample) get empty lists. For an ensemble ``rewards`` is the conservative reward OpenRLHF trains on
+  (mean − λ·std with ``--uncertainty_penalty`` λ, or the minimum with ``--worst_case``), ``scores`` the
+  mean, and ``extra_logs.reward_std`` the std, which OpenRLHF logs.
 - ``POST /classify``: vLLM's pooling API as verl's reward loop calls it (``{"input": text or texts,
-  "use_activation": false}`` → ``{"data": [{"index", "probs": [reward], ...}]}``).
+  "use_activation": false}`` → ``{"data": [{"index", "probs": [reward], ...}]}``; an ensemble's reward is
+  the conservative one, as ``/get_reward``'s).
 
 Every text is mapped onto the reading rule (``reward.data.formatting``): a query that ends at the
 end-of-turn token, one that ends with the chat template's trailing characters, one with no end of
@@ -48,6 +52,7 @@ from pydantic import BaseModel, Field
 from ..errors import ScoringError
 from .batcher import Batcher, Metrics, ServeSettings
 from .batches import Encoded, ungroup
+from .ensemble import RewardStats, summarize
 from .model import RewardModel
 
 logger = logging.getLogger(__name__)
@@ -98,19 +103,25 @@ class Scorer:
         if n > self.settings.max_responses:
             raise HTTPException(413, f"{n} {what} in one request; the limit is {self.settings.max_responses}")
 
-    async def score(self, encoded: Encoded) -> list[list[float]]:
+    async def score(self, encoded: Encoded) -> list[list[list[float]]]:
+        """Each sequence's member rewards (one value for a plain model), per group."""
         try:
             return await self.batcher.score(encoded)
         except Exception as exc:  # noqa: BLE001 - reported as one line, the server stays up
             raise HTTPException(500, f"scoring failed: {type(exc).__name__}: {str(exc)[:300]}") from None
 
-    async def score_texts(self, texts: list[str], prompts: list[str | None] | None) -> tuple[list[float], list[bool]]:
-        """Clients' full texts (and prompts) → (a reward each, whether each was cut), in input order."""
+    async def score_texts(self, texts: list[str],
+                          prompts: list[str | None] | None) -> tuple[list[RewardStats], list[bool]]:
+        """Clients' full texts (and prompts) → (each one's reward stats, whether each was cut), in input order."""
         if not texts:
             return [], []
         index, encoded = await asyncio.to_thread(self.rm.encode_texts, texts, prompts)
-        got = await self.score(encoded)
+        got = [[summarize(v) for v in g] for g in await self.score(encoded)]
         return ungroup(index, got, len(texts)), ungroup(index, encoded.truncated, len(texts))
+
+    def reward(self, stats: RewardStats) -> float:
+        """The reward an RL loop trains on: an ensemble's conservative reward (the mean for one model)."""
+        return stats.reward(self.settings.uncertainty_penalty, self.settings.worst_case)
 
 
 def create_app(rm: RewardModel, settings: ServeSettings | None = None, api_key: str | None = None) -> Any:
@@ -177,7 +188,9 @@ def _add_info_routes(app: FastAPI, scorer: Scorer, auth: list[Any]) -> None:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": rm.source, "max_length": rm.max_length, "device": str(rm.device)}
+        ensemble = {"ensemble_members": rm.members, "uncertainty_penalty": scorer.settings.uncertainty_penalty,
+                    "worst_case": scorer.settings.worst_case} if rm.members > 1 else {}
+        return {"status": "ok", "model": rm.source, "max_length": rm.max_length, "device": str(rm.device), **ensemble}
 
     @app.get("/metrics", dependencies=auth)
     async def prometheus() -> PlainTextResponse:
@@ -198,24 +211,31 @@ def _add_scoring_routes(app: FastAPI, scorer: Scorer, auth: list[Any]) -> None:
             raise HTTPException(400, str(exc)) from None
         prompt = req.prompt if isinstance(req.prompt, str) else [m.model_dump() for m in req.prompt]
         encoded = await asyncio.to_thread(rm.encode, [prompt], [req.responses])
-        scores = await scorer.score(encoded)
-        return {"scores": [norm(x) for x in scores[0]], "truncated": encoded.truncated[0]}
+        stats = [summarize(v, norm) for v in (await scorer.score(encoded))[0]]
+        out: dict[str, Any] = {"scores": [s.mean for s in stats], "truncated": encoded.truncated[0]}
+        if rm.members > 1:
+            out["stds"] = [s.std for s in stats]
+        return out
 
     @app.post("/get_reward", dependencies=auth)
     async def get_reward(req: RewardRequest) -> dict[str, Any]:
         scorer.check_count(len(req.query), "queries")
         if req.prompts is not None and len(req.prompts) != len(req.query):
             raise HTTPException(422, f"prompts has {len(req.prompts)} items, query {len(req.query)}: one prompt a query")
-        rewards, truncated = await scorer.score_texts(req.query, req.prompts)
+        stats, truncated = await scorer.score_texts(req.query, req.prompts)
         # extra_logs: OpenRLHF logs each key (a value per query, as its own serve_rm.py sends them)
-        return {"rewards": rewards, "scores": rewards, "extra_logs": {"truncated": [float(t) for t in truncated]},
+        logs = {"truncated": [float(t) for t in truncated]}
+        if rm.members > 1:
+            logs["reward_std"] = [s.std for s in stats]
+        return {"rewards": [scorer.reward(s) for s in stats], "scores": [s.mean for s in stats], "extra_logs": logs,
                 "truncated": truncated}
 
     @app.post("/classify", dependencies=auth)
     async def classify(req: ClassifyRequest) -> dict[str, Any]:
         texts = [req.input] if isinstance(req.input, str) else req.input
         scorer.check_count(len(texts), "inputs")
-        rewards, _ = await scorer.score_texts(texts, None)
+        stats, _ = await scorer.score_texts(texts, None)
+        rewards = [scorer.reward(s) for s in stats]
         activation = next((v for v in (req.use_activation, req.activation) if v is not None), True)
         # vLLM applies the config's activation unless told not to: none for problem_type "regression" (exports)
         if activation and getattr(rm.model.config, "problem_type", None) != "regression":
@@ -268,6 +288,10 @@ def serve(rm: RewardModel, settings: ServeSettings | None = None, host: str = "1
     api_key = os.environ.get(API_KEY_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         logger.warning("serving on %s without %s: anyone who reaches this port can use the model", host, API_KEY_ENV)
+    settings = settings or ServeSettings()
+    if rm.members == 1 and (settings.uncertainty_penalty or settings.worst_case):
+        logger.warning("--uncertainty_penalty / --worst_case apply to a reward ensemble; %s has one head: its rewards "
+                       "are served as they are", rm.source)
     app = create_app(rm, settings, api_key)
     print(f"serving {rm.source or 'the model'} on http://{host}:{port} (auth: {'on' if api_key else 'off'})", flush=True)
     # uvicorn handles SIGTERM / Ctrl-C itself (stop accepting, finish the requests in flight), then

@@ -25,10 +25,43 @@ def fit_embeddings(model: Any, tokenizer: Any) -> None:
         text.pad_token_id = tokenizer.pad_token_id
 
 
-def head_outputs(length_debias: str | None) -> int:
-    """Outputs of the reward head: two for ODIN (quality, length), else one. The one place this is
-    decided, for training and for loading an ODIN run."""
-    return 2 if length_debias == "odin" else 1
+def head_outputs(length_debias: str | None, ensemble_heads: int = 1) -> int:
+    """Outputs of the reward head: two for ODIN (quality, length), one per member for an ensemble, else
+    one. The one place this is decided, for training and for loading a run."""
+    return 2 if length_debias == "odin" else max(int(ensemble_heads or 1), 1)
+
+
+def draw_member_heads(model: Any, seed: int) -> None:
+    """Redraw each row of an ensemble's head (one row a member) from its own generator, seeded by
+    (``seed``, member): members start apart by construction, not by the draw order of one generator.
+    Rows are drawn as transformers draws a fresh score head, N(0, ``initializer_range``²)."""
+    import contextlib
+
+    import torch
+
+    head = getattr(unwrap_peft(model), head_name(model))
+    params = [p for p in (head.weight, getattr(head, "bias", None)) if p is not None]
+    gather: Any = contextlib.nullcontext()
+    if any(hasattr(p, "ds_id") for p in params):  # a ZeRO-3 shard: draw on the full weight, rank 0 writes
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+    std = float(getattr(config_holder(model).config, "initializer_range", 0.02) or 0.02)
+    with gather, torch.no_grad():
+        weight = head.weight
+        for member in range(weight.shape[0]):
+            weight[member].copy_(member_row(seed, member, weight.shape[1], std).to(weight.dtype))
+        if getattr(head, "bias", None) is not None:
+            head.bias.zero_()
+    logger.info("ensemble: %d heads drawn, member m from seed (%d, m)", head.weight.shape[0], seed)
+
+
+def member_row(seed: int, member: int, width: int, std: float) -> Any:
+    """Member ``member``'s first head row: ``width`` draws of N(0, std²) from its own generator."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + member)
+    return torch.randn(width, generator=g, dtype=torch.float32) * std
 
 
 def unwrap_peft(model: Any) -> Any:
@@ -66,14 +99,15 @@ def freeze_lower_layers(model: Any, trainable_layers: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def check_reward_head(model: Any, length_debias: str | None, name: str) -> None:
-    """Refuse what is not a reward model: one output, or two for an ODIN run (its quality output is read).
-    A 2-label classifier would otherwise be scored silently on its first logit."""
+def check_reward_head(model: Any, length_debias: str | None, name: str, ensemble_heads: int = 1) -> None:
+    """Refuse what is not a reward model: one output, two for an ODIN run (its quality output is read),
+    or one per member for an ensemble run. A 2-label classifier would otherwise be scored silently on
+    its first logit."""
     n = config_holder(model).config.num_labels
-    if n == head_outputs(length_debias) or n == 1:
+    if n == head_outputs(length_debias, ensemble_heads) or n == 1:
         return
-    raise ModelLoadError(f"{name}: num_labels is {n}: not a reward model (a reward model has one output; two are "
-                         "accepted only from an ODIN run, whose rewardkit_run.json says length_debias: odin).")
+    raise ModelLoadError(f"{name}: num_labels is {n}: not a reward model (a reward model has one output; more are "
+                         "accepted only from a rewardkit run that says why: length_debias: odin, or ensemble_heads).")
 
 
 def context_length(model: Any) -> int | None:
@@ -113,3 +147,53 @@ def keep_quality_head(model: Any) -> bool:
     model.config.num_labels = 1
     model.num_labels = 1
     return True
+
+
+def _replace_head(model: Any, weight: Any, bias: Any) -> None:
+    """Set ``model``'s reward head to a plain ``Linear`` holding ``weight`` ([outputs, hidden]) and ``bias``."""
+    import torch
+
+    name = head_name(model)
+    old = getattr(model, name)
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=old.weight.device,
+                           dtype=old.weight.dtype)
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        if bias is not None:
+            head.bias.copy_(bias)
+    setattr(model, name, head)
+    model.config.num_labels = weight.shape[0]
+    model.num_labels = weight.shape[0]
+
+
+def mean_member_head(model: Any) -> dict[str, Any]:
+    """An ensemble's head ([members, hidden]) → one output, the members' mean: the mean of linear heads
+    is one linear head, so plain transformers gives exactly the ensemble's mean reward. Returns the
+    members' own rows (``weight``, and ``bias`` if any), for the export's side file."""
+    import torch
+
+    head = getattr(model, head_name(model))
+    members = {"weight": head.weight.detach().clone()}
+    if head.bias is not None:
+        members["bias"] = head.bias.detach().clone()
+    with torch.no_grad():  # averaged in fp64: one rounding, the export's own
+        weight = head.weight.double().mean(0, keepdim=True)
+        bias = head.bias.double().mean(0, keepdim=True) if head.bias is not None else None
+    _replace_head(model, weight, bias)
+    return members
+
+
+def restore_member_heads(model: Any, members: dict[str, Any], name: str) -> None:
+    """An exported ensemble (one mean head) → its members again, from the side file's rows. Refused
+    when the rows' mean is not the model's head (a side file from another export)."""
+    import torch
+
+    head = getattr(model, head_name(model))
+    weight = members["weight"].to(head.weight.dtype)
+    bias = members.get("bias")
+    mean_w = members["weight"].double().mean(0, keepdim=True)
+    tol = 1e-2 if head.weight.element_size() == 2 else 1e-5  # the head is the mean rounded to its dtype
+    if head.weight.shape != mean_w.shape or not torch.allclose(head.weight.double(), mean_w, rtol=tol, atol=tol * 1e-2):
+        raise ModelLoadError(f"{name}: its ensemble side file's members do not average to the model's head: the "
+                             "side file belongs to another export; export the run again.")
+    _replace_head(model, weight, bias.to(head.weight.dtype) if bias is not None else None)

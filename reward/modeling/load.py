@@ -14,8 +14,8 @@ from .source import ModelSource, load_pretrained, parse_dtype
 def load_reward_model(model_args: Any, source: ModelSource, tokenizer: Any, num_labels: int,
                       device_map: Any = None) -> Any:
     """Base model as ``AutoModelForSequenceClassification`` with one label (two for ODIN: quality,
-    length), pad id set, weights in fp32 unless ``dtype`` says otherwise (AMP needs fp32 master
-    weights); 4/8-bit via bitsandbytes."""
+    length; one a member for an ensemble), pad id set, weights in fp32 unless ``dtype`` says otherwise
+    (AMP needs fp32 master weights); 4/8-bit via bitsandbytes."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -44,9 +44,9 @@ def load_reward_model(model_args: Any, source: ModelSource, tokenizer: Any, num_
         model = load_pretrained(AutoModelForSequenceClassification, source, new_head=True, **kwargs)
     except RuntimeError as exc:
         if num_labels != 1 and "size" in str(exc).lower():  # DeepSpeed ZeRO-3 loads cannot re-draw a head
-            raise RecipeError(f"length_debias: odin needs a two-output head, and {model_args.model_name_or_path} is "
-                              "already a one-output reward model, whose head this load (ZeRO-3) cannot replace; start "
-                              "from the language model, or use length_debias: corr_penalty.") from None
+            raise RecipeError(f"a {num_labels}-output head (length_debias: odin, or ensemble_heads) is asked for, and "
+                              f"{model_args.model_name_or_path} is already a one-output reward model, whose head this "
+                              "load (ZeRO-3) cannot replace; start from the language model (or use ZeRO-2).") from None
         raise
     fit_embeddings(model, tokenizer)
     if model_args.use_peft:

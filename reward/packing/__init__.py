@@ -15,6 +15,7 @@ the prompt twice). The modules, in the order data flows through them:
 
 - :mod:`.layout`: groups → one packed row and its layout; rows of groups for inference.
 - :mod:`.batching`: token-budget micro-batches of pairs of similar length.
+- :mod:`.bootstrap`: an ensemble's per-pair, per-member bootstrap weights.
 - :mod:`.groups`: listwise micro-batches: whole prompt groups, each response computed once.
 - :mod:`.attention`: each layer's own attention over the row (``dense``, ``flex``, ``varlen``), and
   the choice of mode (``prepare_model``).
@@ -23,6 +24,7 @@ the prompt twice). The modules, in the order data flows through them:
 
 from .attention import PACKED, dense_mask, flex_block_mask, segment_attention, varlen_available
 from .batching import TokenBudgetBatchSampler, longest_row, packed_pair_lengths
+from .bootstrap import bootstrap_weights, pair_weights
 from .forward import ScoreCapture, packed_rewards, packed_token_rewards
 from .groups import GroupBatchSampler, ListwiseCollator, group_layout
 from .layout import PROMPT, PackedPart, PackedPreferenceCollator, common_prefix, pack_groups, pack_prefixed, pack_rows
@@ -30,8 +32,8 @@ from .modes import MODES, attention_features, cannot_pack, describe, packed_mode
 
 __all__ = [
     "GroupBatchSampler", "ListwiseCollator", "MODES", "PACKED", "PROMPT", "PackedPart", "PackedPreferenceCollator",
-    "ScoreCapture", "TokenBudgetBatchSampler", "attention_features", "cannot_pack", "common_prefix", "dense_mask",
-    "describe", "flex_block_mask", "group_layout", "longest_row", "pack_groups", "pack_prefixed", "pack_rows",
-    "packed_mode", "packed_model", "packed_pair_lengths", "packed_rewards", "packed_token_rewards",
+    "ScoreCapture", "TokenBudgetBatchSampler", "attention_features", "bootstrap_weights", "cannot_pack", "common_prefix",
+    "dense_mask", "describe", "flex_block_mask", "group_layout", "longest_row", "pack_groups", "pack_prefixed", "pack_rows",
+    "packed_mode", "packed_model", "packed_pair_lengths", "packed_rewards", "packed_token_rewards", "pair_weights",
     "prepare_model", "segment_attention", "varlen_available",
 ]

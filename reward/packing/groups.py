@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .batching import TokenBudgetBatchSampler
+from .bootstrap import bootstrap_weights
 from .layout import pack_groups, pack_prefixed
 
 
@@ -94,6 +95,9 @@ class ListwiseCollator:
     max_tokens: int | None = None
     total_orders: bool = False
     """Also find the totally ordered groups (``pl_order``/``pl_group``): only Plackett-Luce reads them."""
+    members: int = 1
+    """Ensemble members: above 1, ``bootstrap`` holds each pair's weight for each (:mod:`.bootstrap`)."""
+    seed: int = 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         keys: dict[tuple[int, ...], int] = {}
@@ -133,6 +137,8 @@ class ListwiseCollator:
         }
         if "margin" in examples[0]:
             batch["margin"] = torch.tensor([float(ex["margin"]) for ex in examples], dtype=torch.float)
+        if self.members > 1:
+            batch["bootstrap"] = bootstrap_weights(examples, self.members, self.seed)
         if self.total_orders:
             batch.update(_total_orders(pair_group, pair_slots, [len(g[1]) for g in groups], where))
         return batch

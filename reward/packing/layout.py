@@ -10,6 +10,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .bootstrap import bootstrap_weights
+
 PROMPT = 0  # segment id of a group's shared prefix; suffix j (chosen, rejected, …) is segment j + 1
 
 
@@ -72,9 +74,12 @@ def pack_groups(groups: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
 
 @dataclass
 class PackedPreferenceCollator:
-    """Examples with ``chosen_ids``/``rejected_ids``/``prompt_len`` → one packed row (chosen: segment 1, rejected: 2)."""
+    """Examples with ``chosen_ids``/``rejected_ids``/``prompt_len`` → one packed row (chosen: segment 1, rejected: 2);
+    with ``members`` > 1, ``bootstrap``: each pair's weight for each ensemble member (:mod:`.bootstrap`)."""
 
     pad_token_id: int
+    members: int = 1
+    seed: int = 0
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         groups = []
@@ -92,6 +97,8 @@ class PackedPreferenceCollator:
         batch["rejected_len"] = torch.tensor([len(s[1]) for _, s in groups], dtype=torch.float)
         if "margin" in examples[0]:
             batch["margin"] = torch.tensor([float(ex["margin"]) for ex in examples], dtype=torch.float)
+        if self.members > 1:
+            batch["bootstrap"] = bootstrap_weights(examples, self.members, self.seed)
         return batch
 
 

@@ -6,6 +6,7 @@
 - :func:`group_mean`: the mean over groups of each group's mean per-pair loss (listwise training: each
   prompt weighs the same, whatever its number of comparisons).
 - :func:`plackett_luce`: −log P(order) of a group's responses, best first, per comparison step.
+- :func:`members_disagree`: whether an ensemble's members order a pair differently (a metric).
 - :func:`centering`: coef · mean((r_chosen + r_rejected)²) (TRL's ``center_rewards_coefficient``).
 - :func:`corr_penalty`: coef · |corr(reward, response length)| within the chosen and within the
   rejected responses (rewardkit's ``length_debias: corr_penalty``).
@@ -29,10 +30,18 @@ def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Te
 
 
 def group_mean(per_pair: torch.Tensor, pair_group: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Each group's mean of ``per_pair`` ([n_groups]); ``pair_group`` names each pair's group."""
-    sums = per_pair.new_zeros(n_groups).index_add(0, pair_group, per_pair)
+    """Each group's mean of ``per_pair`` ([n_groups], or [n_groups, members] for [n, members] losses);
+    ``pair_group`` names each pair's group."""
+    sums = per_pair.new_zeros((n_groups, *per_pair.shape[1:])).index_add(0, pair_group, per_pair)
     counts = torch.bincount(pair_group, minlength=n_groups).to(per_pair.dtype)
-    return sums / counts.clamp_min(1)
+    return sums / counts.clamp_min(1).view(-1, *([1] * (per_pair.dim() - 1)))
+
+
+def members_disagree(gaps: torch.Tensor) -> torch.Tensor:
+    """Per pair, 1.0 where an ensemble's members ([n, members] chosen − rejected gaps) do not all order
+    the pair the same way (some above zero, some not), else 0.0."""
+    above = gaps > 0
+    return (above.any(-1) & ~above.all(-1)).float()
 
 
 def plackett_luce(rewards: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -70,7 +79,11 @@ def within_class_corr(chosen: torch.Tensor, rejected: torch.Tensor, chosen_len: 
 
 def corr_penalty(chosen: torch.Tensor, rejected: torch.Tensor, chosen_len: torch.Tensor, rejected_len: torch.Tensor,
                  coef: float) -> torch.Tensor:
-    """coef · |within-class corr(reward, length)|."""
+    """coef · |within-class corr(reward, length)|; for an ensemble's [n, members] rewards, the mean over
+    members of each one's penalty."""
+    if chosen.dim() == 2:
+        return torch.stack([corr_penalty(chosen[:, m], rejected[:, m], chosen_len, rejected_len, coef)
+                            for m in range(chosen.shape[1])]).mean()
     return coef * within_class_corr(chosen, rejected, chosen_len, rejected_len).abs()
 
 

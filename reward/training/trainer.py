@@ -20,6 +20,9 @@ What it changes, and why:
 - ``pairing: listwise``: micro-batches of whole prompt groups, each prompt and each distinct response
   computed once (``reward.packing.groups``), the Bradley-Terry loss averaged within each group (or
   Plackett-Luce for total orders); TRL trains every pair alone.
+- ``ensemble_heads``: N reward heads on one backbone, each trained on its own Poisson(1) bootstrap weights
+  of the pairs (``reward.packing.bootstrap``), all in one forward; accuracy is the members' mean's, and
+  ``ensemble_disagreement`` logs how often members order a pair differently. TRL trains one head.
 - ``length_debias`` (``corr_penalty``, ``odin``): extra loss terms TRL lacks; an ODIN head has two
   outputs (quality, length) and accuracy, reports and exports use the quality one.
 - A NaN or infinite training loss stops the run (``TrainingDiverged``) at the next log step instead
@@ -62,7 +65,7 @@ from . import losses
 from .routing import RouterLoss
 
 logger = logging.getLogger(__name__)
-_STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "tokens")
+_STATS = ("pairs", "correct", "ties", "margin_sum", "loss_sum", "disagree", "tokens")
 
 
 def _set_packed_forward(model: Any, config: RewardkitConfig) -> None:
@@ -94,9 +97,11 @@ class RewardkitTrainer(RewardTrainer):
             _set_packed_forward(kwargs.get("model", args[0] if args else None), config)
         if config.packing and kwargs.get("data_collator") is None:
             pad = kwargs["processing_class"].pad_token_id
+            members = dict(members=config.ensemble_heads, seed=config.seed)
             kwargs["data_collator"] = (
-                ListwiseCollator(pad, config.max_tokens_per_batch, total_orders=config.listwise_loss == "plackett_luce")
-                if config.pairing == "listwise" else PackedPreferenceCollator(pad_token_id=pad))
+                ListwiseCollator(pad, config.max_tokens_per_batch, total_orders=config.listwise_loss == "plackett_luce",
+                                 **members)
+                if config.pairing == "listwise" else PackedPreferenceCollator(pad_token_id=pad, **members))
         with reward_trainer_accepts_outputs(kwargs.get("model")):
             super().__init__(*args, **kwargs)
         self._check_head_trainable()
@@ -170,8 +175,8 @@ class RewardkitTrainer(RewardTrainer):
 
     def pair_rewards(self, model: Any, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, Any]:
         """(chosen rewards, rejected rewards, real tokens: an int or a device scalar) for a packed or padded
-        batch; rewards are [n] or, for an ODIN head, [n, 2] (quality, length)."""
-        odin = self.args.length_debias == "odin"
+        batch; rewards are [n], or [n, outputs] for an ODIN head (quality, length) or an ensemble (members)."""
+        odin = self.args.length_debias == "odin" or self.args.ensemble_heads > 1
         if "rows" in inputs:  # listwise: every distinct response once, then each pair's two
             rewards = torch.cat(self._row_rewards(model, inputs["rows"], odin))
             tokens = sum(row["input_ids"].numel() for row in inputs["rows"])
@@ -220,10 +225,19 @@ class RewardkitTrainer(RewardTrainer):
             self._router.start()
         chosen, rejected, tokens = self.pair_rewards(model, inputs)
         bt_chosen, bt_rejected, extra = self.length_terms(chosen, rejected, inputs)
-        if chosen.dim() == 2:  # ODIN: the quality head is the reward model's reward
+        ensemble = self.args.ensemble_heads > 1
+        margin = inputs.get("margin")
+        members_gap = None
+        if ensemble:  # each member its own Bradley-Terry loss; the reward model's reward is their mean
+            margin = margin[:, None] if margin is not None else None
+            members_gap = (chosen - rejected).detach()
+            chosen, rejected = chosen.mean(-1), rejected.mean(-1)
+        elif chosen.dim() == 2:  # ODIN: the quality head is the reward model's reward
             chosen, rejected = chosen[:, 0], rejected[:, 0]
-        per_pair = losses.bradley_terry(bt_chosen, bt_rejected, inputs.get("margin"))
-        loss = self._pair_loss(per_pair, bt_chosen, bt_rejected, inputs) + extra
+        per_pair = losses.bradley_terry(bt_chosen, bt_rejected, margin)
+        weights = inputs.get("bootstrap") if mode == "train" else None  # evaluation weighs every pair once
+        loss = self._pair_loss(per_pair if weights is None else per_pair * weights.to(per_pair.dtype),
+                               bt_chosen, bt_rejected, inputs) + extra
         if self.args.center_rewards_coefficient is not None:
             loss = loss + losses.centering(bt_chosen, bt_rejected, self.args.center_rewards_coefficient)
         if self._router is not None and mode == "train":  # the reward model's eval loss stays Bradley-Terry
@@ -233,12 +247,14 @@ class RewardkitTrainer(RewardTrainer):
         with torch.no_grad():
             gap = (chosen - rejected).float()
             pair_loss = per_pair.detach().float()
+            pair_loss = pair_loss.mean(-1) if pair_loss.dim() == 2 else pair_loss
+            disagree = losses.members_disagree(members_gap) if members_gap is not None else torch.zeros_like(gap)
             if mode == "eval":  # every process gets the whole de-duplicated batch; `log` does not reduce again
-                both = self.accelerator.gather_for_metrics(torch.stack([gap, pair_loss], dim=-1))
-                gap, pair_loss = both[:, 0], both[:, 1]
+                every = self.accelerator.gather_for_metrics(torch.stack([gap, pair_loss, disagree], dim=-1))
+                gap, pair_loss, disagree = every[:, 0], every[:, 1], every[:, 2]
             n = torch.tensor(float(gap.numel()), device=gap.device)
             row = torch.stack([n, (gap > 0).sum().float(), (gap == 0).sum().float(), gap.sum(),
-                               pair_loss.sum(), torch.as_tensor(tokens, device=gap.device).float()])
+                               pair_loss.sum(), disagree.sum(), torch.as_tensor(tokens, device=gap.device).float()])
             self._stats[mode] = self._stats[mode] + row if mode in self._stats else row
         if return_outputs:
             return loss, {"rewards": torch.stack([chosen, rejected], dim=-1)}
@@ -246,7 +262,8 @@ class RewardkitTrainer(RewardTrainer):
 
     def _pair_loss(self, per_pair: torch.Tensor, chosen: torch.Tensor, rejected: torch.Tensor,
                    inputs: dict[str, Any]) -> torch.Tensor:
-        """The mean per-pair loss; for a listwise batch, the mean over groups of each group's loss."""
+        """The mean per-pair loss; for a listwise batch, the mean over groups of each group's loss (per
+        member, then over members, for an ensemble's [n, members] losses)."""
         if "pair_group" not in inputs:
             return per_pair.mean()
         per_group = losses.group_mean(per_pair, inputs["pair_group"], inputs["n_groups"])
@@ -281,6 +298,8 @@ class RewardkitTrainer(RewardTrainer):
             logs[prefix + "accuracy"] = values["correct"] / pairs
             logs[prefix + "ties"] = values["ties"] / pairs
             logs[prefix + "margin"] = values["margin_sum"] / pairs
+            if self.args.ensemble_heads > 1:
+                logs[prefix + "ensemble_disagreement"] = values["disagree"] / pairs
             if mode == "eval":
                 logs[prefix + "pairs"] = values["pairs"]
             if mode == "train":
