@@ -255,7 +255,7 @@ def main() -> None:
     ap.add_argument("--max_prompt_tokens", type=int, default=64)
     ap.add_argument("--max_new_tokens", type=int, default=48)
     ap.add_argument("--members", type=int, default=4)
-    ap.add_argument("--independent", type=int, default=3, help="more single-head proxies (other seeds); 0: none")
+    ap.add_argument("--independent", type=int, default=1, help="more single-head proxies (other seeds); 0: none")
     ap.add_argument("--trainable_layers", type=int, default=4)
     ap.add_argument("--epochs", type=float, default=2)
     ap.add_argument("--max_steps", type=int, default=0, help="cap every training (smoke runs)")

@@ -439,3 +439,4 @@ def test_reward_stats_of_members():
     assert (normed.mean, normed.std) == (0.5, 0.5)  # each member normalised first: std in normalised units
     with pytest.raises(ValueError):
         check_penalty(-1.0)
+

@@ -315,3 +315,15 @@ def test_half_precision_scores_as_mixed_precision_training_computes(tiny_run, tm
     bf16 = export_run(tiny_run, tmp_path / "bf16", ExportOptions(dtype="bf16"))
     exported = RewardModel.from_pretrained(str(bf16), dtype="bf16")
     assert exported.autocast is None and next(exported.model.parameters()).dtype == torch.bfloat16
+
+
+def test_a_report_with_an_all_right_calibration_bin_is_written(tmp_path):
+    """A bin whose pairs are all ordered right has a Wilson upper bound a hair under 1.0 (0.9999999999999999 at
+    6 pairs): the reliability plot's error bar must not go negative (a proxy run of the over-optimisation bench
+    failed on it)."""
+    from reward.evaluation.metrics import PairRewards
+    from reward.evaluation.report import write_report
+
+    rewards = PairRewards([5.0] * 6 + [0.1, 0.2], [0.0] * 6 + [0.3, 0.0])
+    paths = write_report(tmp_path / "report", rewards.metrics(), rewards)
+    assert any(p.name == "reliability_diagram.png" for p in paths)

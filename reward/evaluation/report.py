@@ -56,7 +56,9 @@ def _plot_reliability(path: Path, n: int, metrics: dict[str, Any]) -> Path:
         acc = np.array([b["accuracy"] for b in table])
         # A bin of 3 pairs says little: show each bin's 95% interval and its count.
         ci = np.array([wilson_interval(round(b["accuracy"] * b["count"]), b["count"]) for b in table])
-        ax.errorbar(conf, acc, yerr=[acc - ci[:, 0], ci[:, 1] - acc], fmt="-o", color="tab:blue", capsize=3,
+        # clipped at 0: the Wilson bound of an all-right (or all-wrong) bin rounds a hair past its accuracy
+        yerr = np.clip([acc - ci[:, 0], ci[:, 1] - acc], 0.0, None)
+        ax.errorbar(conf, acc, yerr=yerr, fmt="-o", color="tab:blue", capsize=3,
                     label="model (95% interval per bin)")
         for x, y, b in zip(conf, acc, table):
             ax.annotate(f"n={b['count']}", (x, y), textcoords="offset points", xytext=(4, -12), fontsize=7)
