@@ -5,7 +5,7 @@ As n grows (KL(best-of-n ‖ policy) = log n − (n−1)/n) the proxy's pick fir
 loses it when the pick exploits what the proxy gets wrong; a conservative ensemble pick (mean − λ·std,
 or the minimum) should lose less.
 
-    python bench/overoptimization.py                      # the full run (about an hour on 2 cores)
+    python bench/overoptimization.py                      # the full run (about an hour and a half on 2 cores)
     python bench/overoptimization.py --smoke --work /tmp/o  # tiny models, seconds (tests/test_bench.py)
 
 Stages, each cached in ``--work`` (a rerun resumes after the last finished one):
@@ -17,8 +17,9 @@ Stages, each cached in ``--work`` (a rerun resumes after the last finished one):
 3. gold: ``rewardkit train`` on every shared HH-RLHF pair (the strongest reward model this machine trains
    in the time: the quickstart's recipe on 2.5× its data), then the gold scores every sample.
 4. proxies: pairs of the train prompts' two samples labelled by the gold (the higher gold reward is
-   chosen); ``rewardkit train`` a single-head proxy and a ``--members``-head ensemble on them, the same
-   recipe otherwise; both score every held-out sample (the ensemble each member).
+   chosen), then ``--label_noise`` of them flipped (default 0.25, Coste et al.'s setting; 0 keeps the
+   gold's order); ``rewardkit train`` a single-head proxy and a ``--members``-head ensemble on them, the
+   same recipe otherwise; both score every held-out sample (the ensemble each member).
    Why gold-labelled policy samples, not a human subset: the gold then is the truth the proxies
    approximate, on the policy's own distribution, so a pick the gold dislikes is the proxy's error and
    not a disagreement between two labellers (Gao et al.'s synthetic setup).
@@ -153,6 +154,29 @@ def _cpu_bf16() -> bool:
     return torch.cuda.is_available() or (info.exists() and "avx512_bf16" in info.read_text())
 
 
+def proxy_pairs(path: Path, prompts: list[str], answers: list[list[str]], gold: list[list[list[float]]],
+                noise: float, seed: int) -> tuple[int, int]:
+    """The proxies' pairs: each train prompt's two samples, the gold's higher one chosen, then a seeded
+    ``noise`` share of them flipped (Coste et al. train on 25% flipped labels: the disagreement of human
+    labellers, which is what makes a proxy's errors something a pick can exploit). Returns (gold ties
+    dropped, labels flipped)."""
+    rng = random.Random(seed + 7)
+    ties = flipped = 0
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as fh:
+        for p, (x, y), g in zip(prompts, answers, gold):
+            if g[0][0] == g[1][0] or x == y:
+                ties += 1
+                continue
+            chosen, rejected = (x, y) if g[0][0] > g[1][0] else (y, x)
+            if rng.random() < noise:
+                chosen, rejected = rejected, chosen
+                flipped += 1
+            fh.write(json.dumps({"prompt": p, "chosen": chosen, "rejected": rejected}) + "\n")
+    tmp.rename(path)
+    return ties, flipped
+
+
 # -- analysis -----------------------------------------------------------------------------------
 
 def best_of_n_gold(pick: list[float], gold: list[float], n: int) -> float:
@@ -255,6 +279,8 @@ def main() -> None:
     ap.add_argument("--max_prompt_tokens", type=int, default=64)
     ap.add_argument("--max_new_tokens", type=int, default=48)
     ap.add_argument("--members", type=int, default=4)
+    ap.add_argument("--label_noise", type=float, default=0.25,
+                    help="share of the proxies' gold labels flipped (Coste et al.: 0.25); 0: the gold's own order")
     ap.add_argument("--independent", type=int, default=1, help="more single-head proxies (other seeds); 0: none")
     ap.add_argument("--trainable_layers", type=int, default=4)
     ap.add_argument("--epochs", type=float, default=2)
@@ -288,21 +314,16 @@ def main() -> None:
     gold_eval = cached(work / "gold_eval.json", lambda: score(gold_run, prompts["eval"], eval_samples))
     gold_eval = [[v[0] for v in g] for g in gold_eval]
 
-    log("stage 4: proxies")
-    pairs_path = work / "proxy_pairs.jsonl"
-    ties = 0
-    with pairs_path.open("w") as fh:
-        for p, answers, g in zip(prompts["train"], train_samples, gold_train):
-            if g[0][0] == g[1][0] or answers[0] == answers[1]:
-                ties += 1
-                continue
-            chosen, rejected = (answers[0], answers[1]) if g[0][0] > g[1][0] else (answers[1], answers[0])
-            fh.write(json.dumps({"prompt": p, "chosen": chosen, "rejected": rejected}) + "\n")
-    runs = {"single": train(a, "proxy_single", pairs_path, "pairs"),
-            "ensemble": train(a, "proxy_ensemble", pairs_path, "pairs", ensemble_heads=a.members)}
+    log(f"stage 4: proxies (label noise {a.label_noise:g})")
+    tag = f"_noise{round(a.label_noise * 100)}" if a.label_noise else ""  # a cache per noise level
+    pairs_path = work / f"proxy_pairs{tag}.jsonl"
+    ties, flipped = proxy_pairs(pairs_path, prompts["train"], train_samples, gold_train, a.label_noise, a.seed)
+    runs = {"single": train(a, f"proxy_single{tag}", pairs_path, "pairs"),
+            "ensemble": train(a, f"proxy_ensemble{tag}", pairs_path, "pairs", ensemble_heads=a.members)}
     for k in range(a.independent):
-        runs[f"independent_{k + 1}"] = train(a, f"proxy_seed{a.seed + k + 1}", pairs_path, "pairs", seed=a.seed + k + 1)
-    scores = {name: cached(work / f"scores_{name}.json", lambda run=run: score(run, prompts["eval"], eval_samples))
+        runs[f"independent_{k + 1}"] = train(a, f"proxy_seed{a.seed + k + 1}{tag}", pairs_path, "pairs",
+                                             seed=a.seed + k + 1)
+    scores = {name: cached(work / f"scores_{name}{tag}.json", lambda run=run: score(run, prompts["eval"], eval_samples))
               for name, run in runs.items()}
 
     ns = [n for n in (2 ** k for k in range(20)) if n <= a.n_max]
@@ -328,6 +349,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     settings = {k: v for k, v in vars(a).items() if k != "out"}
     fields = {"settings": settings, "proxy_pairs": sum(1 for _ in pairs_path.open()), "gold_ties_dropped": ties,
+              "labels_flipped": flipped,
               "ns": ns, "kl": kl, "rows": rows, "diversity_disagreement": diversity,
               "held_out_accuracy": {k: v.get("accuracy") for k, v in metrics.items()},
               "gold_mean_of_samples": sum(sum(g) / len(g) for g in gold_eval) / len(gold_eval),

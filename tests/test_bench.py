@@ -129,6 +129,27 @@ def test_best_of_n_gold_is_the_exact_expectation_over_subsets():
     assert by_gold == sorted(by_gold) and by_gold[-1] == max(gold)
 
 
+def test_overoptimization_proxy_labels_follow_the_gold_then_flip_a_seeded_share(tmp_path):
+    """The proxies' pairs: the gold's higher sample chosen, gold ties dropped, and a seeded share flipped
+    (0: none, 1: all, the same pairs for the same seed)."""
+    from bench.overoptimization import proxy_pairs
+
+    prompts = [f"q{i}" for i in range(200)]
+    answers = [[f"a{i}", f"b{i}"] for i in range(200)]
+    gold = [[[float(i % 3)], [1.0]] for i in range(200)]  # i % 3 == 1: a tie
+    read = lambda p: [json.loads(line) for line in p.open()]  # noqa: E731
+    assert proxy_pairs(tmp_path / "0.jsonl", prompts, answers, gold, 0.0, 42) == (67, 0)
+    exact = read(tmp_path / "0.jsonl")
+    assert all((r["chosen"][0] == "a") == (int(r["prompt"][1:]) % 3 == 2) for r in exact)
+    assert proxy_pairs(tmp_path / "1.jsonl", prompts, answers, gold, 1.0, 42) == (67, 133)
+    swapped = [(r["rejected"], r["chosen"]) for r in read(tmp_path / "1.jsonl")]
+    assert swapped == [(r["chosen"], r["rejected"]) for r in exact]
+    ties, flipped = proxy_pairs(tmp_path / "q.jsonl", prompts, answers, gold, 0.25, 42)
+    assert 20 <= flipped <= 47 and proxy_pairs(tmp_path / "r.jsonl", prompts, answers, gold, 0.25, 42) == (ties, flipped)
+    assert read(tmp_path / "q.jsonl") == read(tmp_path / "r.jsonl")
+    assert sum(a != b for a, b in zip(read(tmp_path / "q.jsonl"), exact)) == flipped
+
+
 def test_overoptimization_bench_runs_every_stage(tiny_policy_dir, tiny_model_dir, tmp_path):
     """bench/overoptimization.py --smoke on tiny models: prompts, samples, a gold, proxies (a single head, an
     ensemble, an independent seed), best-of-n for every pick. At n = 1 every pick is a random sample: the

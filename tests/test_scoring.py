@@ -96,13 +96,13 @@ def test_prompt_shared_eval_gives_the_rewards_score_gives(rm, tmp_path, monkeypa
     assert encoded.responses_cut == 1  # the story alone is longer than 48 tokens
     assert encoded.truncated[2] == [True, False] and encoded.truncated[1] == [True, True]  # long prompt cut for both
     assert all(len(s) <= 48 for g in encoded.groups for s in g)
-    padded_path, padded_calls = rm.score_token_ids, []
+    padded_path, padded_calls = rm._token_vectors, []  # the padded forward every path ends in
 
     def counting(seqs, *args, **kwargs):
         padded_calls.append(len(seqs))
         return padded_path(seqs, *args, **kwargs)
 
-    monkeypatch.setattr(rm, "score_token_ids", counting)
+    monkeypatch.setattr(rm, "_token_vectors", counting)
     for pack_tokens in (0, 60, 4096):  # padded; about one pair a row; all pairs in one row
         padded_calls.clear()
         result = evaluate_file(rm, str(data), batching=Batching(pack_tokens=pack_tokens), max_length=48)
