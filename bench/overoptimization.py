@@ -200,23 +200,32 @@ def pick_scores(single: list[float], members: list[list[float]]) -> dict[str, li
 
 
 def curves(single: list[list[float]], members: list[list[list[float]]], gold: list[list[float]],
-           ns: list[int], extra: dict[str, list[list[list[float]]]] | None = None) -> dict[str, list[float]]:
-    """Mean over prompts of each pick's best-of-n gold reward, for each n."""
-    out: dict[str, list[float]] = {}
+           ns: list[int], extra: dict[str, list[list[list[float]]]] | None = None) -> dict[str, list[list[float]]]:
+    """Each pick's best-of-n gold reward, for each n (outer) and each prompt (inner)."""
+    from reward.inference.ensemble import summarize
+
+    out: dict[str, list[list[float]]] = {}
     for p in range(len(gold)):
         rules = pick_scores(single[p], members[p])
         for name, ens in (extra or {}).items():
-            from reward.inference.ensemble import summarize
-
             stats = [summarize(m) for m in ens[p]]
             rules[f"{name} mean"] = [s.mean for s in stats]
             rules[f"{name} mean - {HEADLINE_LAMBDA:g}·std"] = [s.reward(HEADLINE_LAMBDA) for s in stats]
             rules[f"{name} min"] = [s.min for s in stats]
         for name, scores in rules.items():
-            row = out.setdefault(name, [0.0] * len(ns))
+            rows = out.setdefault(name, [[] for _ in ns])
             for k, n in enumerate(ns):
-                row[k] += best_of_n_gold(scores, gold[p], n) / len(gold)
+                rows[k].append(best_of_n_gold(scores, gold[p], n))
     return out
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict[str, float]:
+    """Mean of a − b over prompts and its standard error (the prompts are the sample: both picks ran on
+    the same samples, so the difference is paired)."""
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / max(len(d) - 1, 1)
+    return {"mean": mean, "se": math.sqrt(var / len(d))}
 
 
 def disagreement(members: list[list[list[float]]]) -> float:
@@ -334,7 +343,12 @@ def main() -> None:
                                                          for k in range(a.independent)]
                         for i in range(len(eval_samples[p]))] for p in range(len(eval_samples))]
         extra[f"independent ×{a.independent + 1}"] = independent
-    table = curves(single, scores["ensemble"], gold_eval, ns, extra)
+    per_prompt = curves(single, scores["ensemble"], gold_eval, ns, extra)
+    table = {name: [sum(v) / len(v) for v in by_n] for name, by_n in per_prompt.items()}
+    # vs the single proxy at the largest n, paired by prompt; the gold's own pick is the ceiling
+    versus_single = {name: paired_difference(by_n[-1], per_prompt["single proxy"][-1])
+                     for name, by_n in per_prompt.items() if name != "single proxy"}
+    ceiling = [sum(best_of_n_gold(g, g, n) for g in gold_eval) / len(gold_eval) for n in ns]
     metrics = {name: json.loads((run / "metrics.json").read_text()).get("eval", {}) for name, run in
                {"gold": gold_run, **runs}.items()}
     kl = [math.log(n) - (n - 1) / n for n in ns]
@@ -349,7 +363,7 @@ def main() -> None:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     settings = {k: v for k, v in vars(a).items() if k != "out"}
     fields = {"settings": settings, "proxy_pairs": sum(1 for _ in pairs_path.open()), "gold_ties_dropped": ties,
-              "labels_flipped": flipped,
+              "labels_flipped": flipped, "minus_single_at_largest_n": versus_single, "gold_pick_at_n": ceiling,
               "ns": ns, "kl": kl, "rows": rows, "diversity_disagreement": diversity,
               "held_out_accuracy": {k: v.get("accuracy") for k, v in metrics.items()},
               "gold_mean_of_samples": sum(sum(g) / len(g) for g in gold_eval) / len(gold_eval),
@@ -361,6 +375,9 @@ def main() -> None:
     print(f"{'pick':32s} " + " ".join(f"n={n:<6d}" for n in ns) + "  fall")
     for r in rows:
         print(f"{r['pick']:32s} " + " ".join(f"{r['gold_at_n'][str(n)]:<8.3f}" for n in ns) + f"  {r['fall_from_peak']:.3f}")
+    print(f"{'the gold picks (ceiling)':32s} " + " ".join(f"{v:<8.3f}" for v in ceiling))
+    for name, d in versus_single.items():
+        print(f"  {name} − single proxy at n={ns[-1]}: {d['mean']:+.3f} ± {d['se']:.3f} (standard error over prompts)")
     print(f"diversity (members disagree on a sample pair's order): {diversity}")
     print(f"overoptimization: at n={ns[-1]} gold {cons['at_largest_n']:.3f} (mean - {HEADLINE_LAMBDA:g}·std) vs "
           f"{single_row['at_largest_n']:.3f} (single proxy); fall from peak {cons['fall_from_peak']:.3f} vs "

@@ -167,3 +167,7 @@ def test_overoptimization_bench_runs_every_stage(tiny_policy_dir, tiny_model_dir
     at_one = {round(r["gold_at_n"]["1"], 9) for r in rows.values()}
     assert len(at_one) == 1 and at_one == {round(result["gold_mean_of_samples"], 9)}
     assert set(result["diversity_disagreement"]) == {"heads", "independent"}
+    assert result["gold_pick_at_n"][0] == pytest.approx(result["gold_mean_of_samples"])
+    assert all(result["gold_pick_at_n"][k] >= r["gold_at_n"][str(n)] - 1e-9 for r in rows.values()
+               for k, n in enumerate(result["ns"]))  # no pick beats the gold's own
+    assert result["minus_single_at_largest_n"]["ensemble mean"]["se"] >= 0
