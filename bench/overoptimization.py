@@ -19,7 +19,8 @@ Stages, each cached in ``--work`` (a rerun resumes after the last finished one):
 4. proxies: pairs of the train prompts' two samples labelled by the gold (the higher gold reward is
    chosen), then ``--label_noise`` of them flipped (default 0.25, Coste et al.'s setting; 0 keeps the
    gold's order); ``rewardkit train`` a single-head proxy and a ``--members``-head ensemble on them, the
-   same recipe otherwise; both score every held-out sample (the ensemble each member).
+   same recipe otherwise; both score every held-out sample (the ensemble each member). ``--proxy_prompts``
+   trains them on the first N prompts' pairs only: less data, a weaker proxy (Gao et al.'s other axis).
    Why gold-labelled policy samples, not a human subset: the gold then is the truth the proxies
    approximate, on the policy's own distribution, so a pick the gold dislikes is the proxy's error and
    not a disagreement between two labellers (Gao et al.'s synthetic setup).
@@ -287,6 +288,8 @@ def main() -> None:
     ap.add_argument("--n_max", type=int, default=64)
     ap.add_argument("--max_prompt_tokens", type=int, default=64)
     ap.add_argument("--max_new_tokens", type=int, default=48)
+    ap.add_argument("--proxy_prompts", type=int, default=0,
+                    help="train the proxies on the first N training prompts' pairs only (a weaker proxy); 0: all")
     ap.add_argument("--members", type=int, default=4)
     ap.add_argument("--label_noise", type=float, default=0.25,
                     help="share of the proxies' gold labels flipped (Coste et al.: 0.25); 0: the gold's own order")
@@ -324,9 +327,12 @@ def main() -> None:
     gold_eval = [[v[0] for v in g] for g in gold_eval]
 
     log(f"stage 4: proxies (label noise {a.label_noise:g})")
-    tag = f"_noise{round(a.label_noise * 100)}" if a.label_noise else ""  # a cache per noise level
+    used = a.proxy_prompts or len(prompts["train"])
+    # a cache per noise level and proxy data size
+    tag = (f"_noise{round(a.label_noise * 100)}" if a.label_noise else "") + (f"_p{used}" if a.proxy_prompts else "")
     pairs_path = work / f"proxy_pairs{tag}.jsonl"
-    ties, flipped = proxy_pairs(pairs_path, prompts["train"], train_samples, gold_train, a.label_noise, a.seed)
+    ties, flipped = proxy_pairs(pairs_path, prompts["train"][:used], train_samples[:used], gold_train[:used],
+                                a.label_noise, a.seed)
     runs = {"single": train(a, f"proxy_single{tag}", pairs_path, "pairs"),
             "ensemble": train(a, f"proxy_ensemble{tag}", pairs_path, "pairs", ensemble_heads=a.members)}
     for k in range(a.independent):

@@ -154,10 +154,14 @@ def test_overoptimization_bench_runs_every_stage(tiny_policy_dir, tiny_model_dir
     """bench/overoptimization.py --smoke on tiny models: prompts, samples, a gold, proxies (a single head, an
     ensemble, an independent seed), best-of-n for every pick. At n = 1 every pick is a random sample: the
     same gold reward."""
+    def bench(out: Path, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "bench" / "overoptimization.py"), "--smoke", "--work",
+                               str(tmp_path / "work"), "--policy", str(tiny_policy_dir), "--base", str(tiny_model_dir),
+                               "--data", str(SAMPLE), "--out", str(out), *flags], capture_output=True, text=True,
+                              timeout=600)
+
     out = tmp_path / "overopt.json"
-    run = subprocess.run([sys.executable, str(ROOT / "bench" / "overoptimization.py"), "--smoke", "--work",
-                          str(tmp_path / "work"), "--policy", str(tiny_policy_dir), "--base", str(tiny_model_dir),
-                          "--data", str(SAMPLE), "--out", str(out)], capture_output=True, text=True, timeout=600)
+    run = bench(out)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1].startswith("overoptimization: at n=8 ")
     result = json.loads(out.read_text())
@@ -171,3 +175,10 @@ def test_overoptimization_bench_runs_every_stage(tiny_policy_dir, tiny_model_dir
     assert all(result["gold_pick_at_n"][k] >= r["gold_at_n"][str(n)] - 1e-9 for r in rows.values()
                for k, n in enumerate(result["ns"]))  # no pick beats the gold's own
     assert result["minus_single_at_largest_n"]["ensemble mean"]["se"] >= 0
+    # a weaker proxy from the same cached samples and gold: its own pairs, the first 6 prompts' only
+    weaker = bench(tmp_path / "weaker.json", "--proxy_prompts", "6", "--label_noise", "0")
+    assert weaker.returncode == 0, weaker.stderr[-3000:]
+    assert "stage 3: gold" in weaker.stdout and "trained gold" not in weaker.stdout  # cached
+    small = json.loads((tmp_path / "weaker.json").read_text())
+    assert small["proxy_pairs"] + small["gold_ties_dropped"] == 6 and small["labels_flipped"] == 0
+    assert (tmp_path / "work" / "proxy_pairs_p6.jsonl").is_file()
