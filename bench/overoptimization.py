@@ -5,7 +5,7 @@ As n grows (KL(best-of-n ‖ policy) = log n − (n−1)/n) the proxy's pick fir
 loses it when the pick exploits what the proxy gets wrong; a conservative ensemble pick (mean − λ·std,
 or the minimum) should lose less.
 
-    python bench/overoptimization.py                      # the full run (about an hour and a half on 2 cores)
+    python bench/overoptimization.py                      # the full run (about 50 minutes on 2 cores)
     python bench/overoptimization.py --smoke --work /tmp/o  # tiny models, seconds (tests/test_bench.py)
 
 Stages, each cached in ``--work`` (a rerun resumes after the last finished one):
