@@ -201,9 +201,15 @@ def test_ctrl_c_names_the_last_checkpoint_and_exits_130_without_a_traceback(tiny
     130, no traceback, and the run is not stamped complete."""
     recipe = tiny_recipe(output_dir=str(tmp_path / "run"), max_steps=60, save_strategy="steps", save_steps=2,
                          eval_split_size=0.0, logging_steps=1)
-    proc = subprocess.Popen([sys.executable, "-m", "reward.cli", "train", str(recipe)], text=True,
-                            env=dict(os.environ, REWARDKIT_STEP_DELAY="0.5"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    # A suite started in the background by a shell without job control ignores SIGINT, and a child inherits
+    # an ignored signal (the run then trains on, exit 0); a handled one is reset to the default at exec.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "reward.cli", "train", str(recipe)], text=True,
+                                env=dict(os.environ, REWARDKIT_STEP_DELAY="0.5"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     marker = tmp_path / "run" / "checkpoint-2" / "trainer_state.json"
     deadline = time.time() + 240
     while time.time() < deadline and not marker.exists() and proc.poll() is None:
