@@ -161,10 +161,11 @@ def proxy_pairs(path: Path, prompts: list[str], answers: list[list[str]], gold: 
     ``noise`` share of them flipped (Coste et al. train on 25% flipped labels: the disagreement of human
     labellers, which is what makes a proxy's errors something a pick can exploit). Returns (gold ties
     dropped, labels flipped)."""
+    from reward.rundir import atomic_file
+
     rng = random.Random(seed + 7)
     ties = flipped = 0
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as fh:
+    with atomic_file(path) as fh:
         for p, (x, y), g in zip(prompts, answers, gold):
             if g[0][0] == g[1][0] or x == y:
                 ties += 1
@@ -174,7 +175,6 @@ def proxy_pairs(path: Path, prompts: list[str], answers: list[list[str]], gold: 
                 chosen, rejected = rejected, chosen
                 flipped += 1
             fh.write(json.dumps({"prompt": p, "chosen": chosen, "rejected": rejected}) + "\n")
-    tmp.rename(path)
     return ties, flipped
 
 
@@ -268,10 +268,10 @@ def plot(ns: list[int], table: dict[str, list[float]], path: Path, title: str) -
 def cached(path: Path, make: Any) -> Any:
     if path.is_file():
         return json.loads(path.read_text())
+    from reward.rundir import atomic_write_text
+
     value = make()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value))
-    tmp.rename(path)
+    atomic_write_text(path, json.dumps(value))
     return value
 
 
@@ -306,6 +306,10 @@ def main() -> None:
         a.policy_gguf = a.base_gguf = None
         a.train_prompts, a.eval_prompts, a.n_max, a.max_new_tokens = 12, 3, 8, 6
         a.max_steps, a.independent, a.bf16, a.trainable_layers = 2, 1, False, 1
+    if not 0.0 <= a.label_noise <= 1.0:
+        ap.error(f"--label_noise {a.label_noise:g}: a share of the labels, from 0 to 1")
+    if not 0 <= a.proxy_prompts <= a.train_prompts:
+        ap.error(f"--proxy_prompts {a.proxy_prompts}: from 0 (all) to --train_prompts ({a.train_prompts})")
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -329,7 +333,7 @@ def main() -> None:
     log(f"stage 4: proxies (label noise {a.label_noise:g})")
     used = a.proxy_prompts or len(prompts["train"])
     # a cache per noise level and proxy data size
-    tag = (f"_noise{round(a.label_noise * 100)}" if a.label_noise else "") + (f"_p{used}" if a.proxy_prompts else "")
+    tag = (f"_noise{a.label_noise:g}" if a.label_noise else "") + (f"_p{used}" if a.proxy_prompts else "")
     pairs_path = work / f"proxy_pairs{tag}.jsonl"
     ties, flipped = proxy_pairs(pairs_path, prompts["train"][:used], train_samples[:used], gold_train[:used],
                                 a.label_noise, a.seed)

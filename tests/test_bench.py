@@ -150,6 +150,16 @@ def test_overoptimization_proxy_labels_follow_the_gold_then_flip_a_seeded_share(
     assert sum(a != b for a, b in zip(read(tmp_path / "q.jsonl"), exact)) == flipped
 
 
+@pytest.mark.parametrize("flags", [["--label_noise", "1.5"], ["--proxy_prompts", "600"]])
+def test_overoptimization_bench_refuses_bad_settings_in_one_line(flags, tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "overoptimization.py"), "--work", str(tmp_path / "w"),
+                          *flags], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    said = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(said) == 1 and f"{flags[0]} {flags[1]}:" in said[0], run.stderr
+    assert not (tmp_path / "w").exists()  # refused before anything is written
+
+
 def test_overoptimization_bench_runs_every_stage(tiny_policy_dir, tiny_model_dir, tmp_path):
     """bench/overoptimization.py --smoke on tiny models: prompts, samples, a gold, proxies (a single head, an
     ensemble, an independent seed), best-of-n for every pick. At n = 1 every pick is a random sample: the
