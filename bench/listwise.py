@@ -7,7 +7,7 @@ invocation, three paths:
 - ``rk-pairwise``: rewardkit's packed forward, pair by pair (each pair's prompt once), token-budget batches;
 - ``rk-listwise``: ``pairing: listwise``: each question's prompt once and each of its answers once.
 
-    python bench/listwise.py                          # 4 qa-feedback questions, SmolLM2-135M shape
+    python bench/listwise.py                          # 12 qa-feedback questions, SmolLM2-135M shape
     python bench/listwise.py --questions 2 --shape tiny --out /tmp/x.json   # a smoke run
 
 Each path trains one epoch (every comparison exactly once) of a random-initialised model of the shape
@@ -122,7 +122,9 @@ def run_path(path: str, pairs: list[dict], tok: Any, shape: str, bf16: bool, a: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(QA), help="a qa-feedback file (default: the shared one)")
-    ap.add_argument("--questions", type=int, default=4)
+    ap.add_argument("--questions", type=int, default=12,
+                    help="the file's first N questions; the first 12 have 5.42 judged comparisons each, the whole "
+                         "file 5.39 (listwise's gain grows with a question's comparisons)")
     ap.add_argument("--shape", default="smollm2-135m", choices=list(SHAPES))
     ap.add_argument("--max_length", type=int, default=1536, help="every question's prompt + answer fits uncut")
     ap.add_argument("--max_tokens", type=int, default=4096, help="rewardkit's token budget per micro-batch")

@@ -37,10 +37,25 @@ def train(pairing: str, seed: int, out: Path, extra: list[str]) -> dict:
         raise SystemExit(f"error: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
     ev = metrics["eval"]
-    return {"pairing": pairing, "seed": seed, "accuracy": ev["accuracy"], "accuracy_ci95": ev["accuracy_ci95"],
+    pairs = [json.loads(x) for x in (out / "eval_report" / "pair_rewards.jsonl").read_text().splitlines()]
+    return {"pairs": [(p["chosen_len"], p["rejected_len"], p["chosen"] > p["rejected"]) for p in pairs],
+            "pairing": pairing, "seed": seed, "accuracy": ev["accuracy"], "accuracy_ci95": ev["accuracy_ci95"],
             "comparisons": ev["n_pairs"], "train_seconds": metrics["train_seconds"],
             "train_runtime": metrics["train"].get("train_runtime"), "wall_seconds": time.perf_counter() - start,
             "train_loss": metrics["train"].get("train_loss")}
+
+
+def paired_difference(a: list[tuple], b: list[tuple]) -> dict | None:
+    """Accuracy of ``a`` minus ``b`` on the same held-out comparisons, and the standard error of that paired
+    difference (per comparison: right in one run and not the other); None unless both runs list the same
+    comparisons in the same order (their response lengths agree)."""
+    if [x[:2] for x in a] != [x[:2] for x in b] or not a:
+        return None
+    d = [float(x[2]) - float(y[2]) for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / max(len(d) - 1, 1)
+    return {"difference": mean, "se": (var / len(d)) ** 0.5, "comparisons": len(d),
+            "only_first_right": sum(x > 0 for x in d), "only_second_right": sum(x < 0 for x in d)}
 
 
 def main() -> None:
@@ -60,8 +75,20 @@ def main() -> None:
                       f"comparisons, training {r['train_runtime']:.0f} s (run {r['wall_seconds']:.0f} s)", flush=True)
     mean = {p: {k: sum(r[k] for r in rows if r["pairing"] == p) / len(a.seeds) for k in ("accuracy", "train_runtime")}
             for p in a.pairings}
+    paired = {}
+    for seed in a.seeds if len(a.pairings) == 2 else ():
+        runs = {r["pairing"]: r["pairs"] for r in rows if r["seed"] == seed}
+        paired[str(seed)] = paired_difference(runs["listwise"], runs["pairwise"])
+        if paired[str(seed)]:
+            d = paired[str(seed)]
+            print(f"seed {seed} listwise − pairwise on the same comparisons: {100 * d['difference']:+.1f} ± "
+                  f"{100 * d['se']:.1f} points (only listwise right {d['only_first_right']}, only pairwise right "
+                  f"{d['only_second_right']})", flush=True)
+    for r in rows:
+        del r["pairs"]
     write_result("listwise-quality", "cpu", {"recipe": str(RECIPE.relative_to(ROOT)), "overrides": extra,
-                                             "seeds": a.seeds, "rows": rows, "mean": mean}, a.out)
+                                             "seeds": a.seeds, "rows": rows, "mean": mean,
+                                             "listwise_minus_pairwise": paired}, a.out)
     if len(mean) < 2:
         return
     gap = 100 * (mean["listwise"]["accuracy"] - mean["pairwise"]["accuracy"])

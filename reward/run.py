@@ -143,7 +143,7 @@ class RunWriter:
             return
         write_report(self.dir / EVAL_REPORT, evaluation, rewards, title=f"Held-out evaluation of {self.dir.name}",
                      max_length=max_length)
-        write_json(self.dir / EVAL_REWARDS, {"chosen_ids": ids["chosen_ids"][:64], "rejected_ids": ids["rejected_ids"][:64],
+        write_json(self.dir / EVAL_REWARDS, {**{k: v[:64] for k, v in ids.items()},
                                              "chosen": rewards.chosen[:64], "rejected": rewards.rejected[:64]})
 
     def finish(self, metrics: dict[str, Any], global_step: int) -> Path | None:
@@ -303,12 +303,27 @@ def _eval_sets(data: Any) -> Any:
 def _set_rewards(trainer: Any, dataset: Any, cap: int | None) -> tuple[PairRewards, dict[str, list[list[int]]]]:
     """Rewards of a prepared set's pairs (up to ``cap``), computed on every rank, and their token ids."""
     subset = dataset.select(range(min(len(dataset), cap) if cap else len(dataset)))
+    if trainer.args.pairing == "listwise":  # listwise evaluation batches whole groups, in the set's order
+        from .packing import group_contiguous
+
+        subset = group_contiguous(subset)
     got = trainer.predict(subset).predictions  # every rank takes part in the forward
     ids = {k: [list(x) for x in subset[k]] for k in ("chosen_ids", "rejected_ids")}
-    prompt = list(subset["prompt_len"])
+    prompt = ids["prompt_len"] = list(subset["prompt_len"])
     rewards = PairRewards(got[:, 0].tolist(), got[:, 1].tolist(), [len(c) - p for c, p in zip(ids["chosen_ids"], prompt)],
                           [len(r) - p for r, p in zip(ids["rejected_ids"], prompt)])
     return rewards, ids
+
+
+def _ranked_metrics(rewards: PairRewards, ids: dict[str, list[list[int]]]) -> dict[str, Any]:
+    """Top-1 accuracy and Kendall τ over the held-out prompts (as ``rewardkit eval`` reports them for
+    ranked formats), where some prompt has more than one comparison; nothing for plain pairs."""
+    from .evaluation.metrics import group_metrics, pair_groups
+
+    prompts = [c[:n] for c, n in zip(ids["chosen_ids"], ids["prompt_len"])]
+    groups = pair_groups(prompts, [c[n:] for c, n in zip(ids["chosen_ids"], ids["prompt_len"])],
+                         [r[n:] for r, n in zip(ids["rejected_ids"], ids["prompt_len"])], rewards.chosen, rewards.rejected)
+    return group_metrics(groups) if any(len(c) > 1 for _, c in groups) else {}
 
 
 def final_evaluation(run: TrainingRun, trainer: Any) -> dict[str, Any] | None:
@@ -317,7 +332,7 @@ def final_evaluation(run: TrainingRun, trainer: Any) -> dict[str, Any] | None:
     if run.data.eval is None:
         return None
     rewards, ids = _set_rewards(trainer, run.data.eval, run.recipe.training.eval_max_pairs)
-    evaluation = rewards.metrics()
+    evaluation = {**rewards.metrics(), **_ranked_metrics(rewards, ids)}
     run.writer.evaluation(evaluation, rewards, ids, run.recipe.training.max_length)
     return evaluation
 

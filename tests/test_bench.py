@@ -108,6 +108,21 @@ def test_ensemble_step_bench_times_both_arms_on_the_same_batches(tmp_path):
     assert set(result["seconds_per_step"]) == {"1", "4"} and result["ratio"] > 0
 
 
+def test_listwise_quality_pairs_the_two_runs_comparison_by_comparison():
+    """The paired difference is the mean of (right in listwise) − (right in pairwise) over the same
+    comparisons, with the standard error of those per-comparison differences; runs that list different
+    comparisons are not paired."""
+    sys.path.insert(0, str(ROOT))
+    from bench.listwise_quality import paired_difference
+
+    a = [(10, 5, True), (3, 4, True), (7, 7, False), (2, 9, True)]
+    b = [(10, 5, False), (3, 4, True), (7, 7, True), (2, 9, False)]
+    d = paired_difference(a, b)  # differences +1, 0, −1, +1: mean 0.25, sample variance 0.916…
+    assert d["difference"] == pytest.approx(0.25) and d["se"] == pytest.approx((11 / 12 / 4) ** 0.5)
+    assert (d["only_first_right"], d["only_second_right"], d["comparisons"]) == (2, 1, 4)
+    assert paired_difference(a, b[::-1]) is None and paired_difference([], []) is None
+
+
 def test_best_of_n_gold_is_the_exact_expectation_over_subsets():
     """The closed form Σᵢ gold_i · C(i−1, n−1)/C(N, n) equals the mean over every n-subset of the gold
     reward of the subset's best pick; best-of-1 is the plain mean, and picking by gold itself only gains."""

@@ -200,6 +200,35 @@ def test_group_sampler_keeps_groups_whole_and_counts_unique_tokens():
     assert sorted(sorted(b) for b in GroupBatchSampler(groups, tokens, None, groups_per_batch=2)) == [[0, 1, 2, 3]]
 
 
+def test_listwise_evaluation_batches_whole_groups_and_keeps_every_pairs_rewards(tiny_model_dir, tmp_path):
+    """On one process a listwise evaluation batches consecutive whole groups (each prompt and response once)
+    after putting a group's pairs together; each pair's two rewards equal the pairwise path's, fp32, 1e-5,
+    on a set whose groups interleave (the rows of ``_group_rows``, each group twice over the budget)."""
+    from datasets import Dataset
+
+    from reward.packing import group_contiguous, ordered_group_batches
+    from reward.run import _set_rewards
+
+    data = Dataset.from_list(_group_rows() * 2)  # the same two groups again: pairs 4-7 repeat 0-3
+    assert ordered_group_batches([[0, 2], [1], [3]], [6, 5, 9], 11) == [[0, 2, 1], [3]]
+    assert ordered_group_batches([[0], [1]], [3, 3], None) == [[0], [1]]
+    assert group_contiguous(data)["chosen_ids"] == [data["chosen_ids"][i] for i in (0, 2, 3, 4, 6, 7, 1, 5)]
+    got = {}
+    for pairing in ("listwise", "pairwise"):
+        trainer = _trainer(tiny_model_dir, tmp_path, pairing=pairing, max_tokens_per_batch=12, per_device_eval_batch_size=3)
+        if pairing == "listwise":  # group 0 packs to 10 tokens, group 1 to 6: one a batch under 12
+            assert [len(b["chosen_pos"]) for b in trainer.get_test_dataloader(group_contiguous(data))] == [6, 2]
+        rewards, ids = _set_rewards(trainer, data, None)
+        got[pairing] = (ids["chosen_ids"], ids["rejected_ids"], rewards.chosen, rewards.rejected)
+    order = (0, 2, 3, 4, 6, 7, 1, 5)  # the listwise evaluation's rows: the pairwise ones, grouped
+    for listwise, pairwise in zip(got["listwise"], got["pairwise"]):
+        want = [pairwise[i] for i in order]
+        if isinstance(want[0], float):
+            assert listwise == pytest.approx(want, abs=1e-5)
+        else:
+            assert listwise == want
+
+
 def test_listwise_needs_packing():
     from reward import RewardkitConfig
     from reward.errors import RecipeError
@@ -222,7 +251,7 @@ def _qa_subset(path: Path, first: int, last: int) -> Path:
 @pytest.fixture(scope="module")
 def listwise_run(tiny_model_dir, tmp_path_factory):
     """The tiny model trained listwise with LoRA, 3 steps, on 16 qa-feedback questions (14 train / 2 held out),
-    evaluated during training (the listwise collator on the Trainer's fixed-size eval batches)."""
+    evaluated during training (whole questions an evaluation batch)."""
     from reward.config import load_recipe
     from reward.run import run_training
     from tests.conftest import write_recipe
@@ -256,6 +285,13 @@ def test_a_listwise_run_trains_groups_and_eval_reports_ranked_metrics(listwise_r
     final = json.loads((listwise_run / "metrics.json").read_text())["eval"]
     assert len(evals) == 1 and evals[0]["eval_pairs"] == final["n_pairs"]  # every held-out comparison, once
     assert evals[0]["eval_accuracy"] == pytest.approx(final["accuracy"], abs=1e-9)
+    held = json.loads((listwise_run / "eval_report" / "rewards.json").read_text())  # every held-out pair (< 64)
+    assert len(held["chosen"]) == final["n_pairs"]
+    signs: dict[tuple, list[int]] = {}
+    for c, p, a, b in zip(held["chosen_ids"], held["prompt_len"], held["chosen"], held["rejected"]):
+        signs.setdefault(tuple(c[:p]), []).append((a > b) - (a < b))
+    assert final["groups"] == len(signs) == 2  # the run's own held-out questions, ranked like `rewardkit eval`
+    assert final["kendall_tau"] == pytest.approx(sum(sum(s) / len(s) for s in signs.values()) / len(signs), abs=1e-9)
     data = _qa_subset(tmp_path / "unseen.json", 100, 106)
     proc = subprocess.run([sys.executable, "-m", "reward.cli", "eval", str(listwise_run), "--data", str(data),
                            "--format", "qa-feedback", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)

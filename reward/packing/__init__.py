@@ -26,14 +26,15 @@ from .attention import PACKED, dense_mask, flex_block_mask, segment_attention, v
 from .batching import TokenBudgetBatchSampler, longest_row, packed_pair_lengths
 from .bootstrap import bootstrap_weights, pair_weights
 from .forward import ScoreCapture, packed_rewards, packed_token_rewards
-from .groups import GroupBatchSampler, ListwiseCollator, group_layout
+from .groups import GroupBatchSampler, ListwiseCollator, group_contiguous, group_layout, ordered_group_batches
 from .layout import PROMPT, PackedPart, PackedPreferenceCollator, common_prefix, pack_groups, pack_prefixed, pack_rows
 from .modes import MODES, attention_features, cannot_pack, describe, packed_mode, packed_model, prepare_model
 
 __all__ = [
     "GroupBatchSampler", "ListwiseCollator", "MODES", "PACKED", "PROMPT", "PackedPart", "PackedPreferenceCollator",
-    "ScoreCapture", "TokenBudgetBatchSampler", "attention_features", "bootstrap_weights", "cannot_pack", "common_prefix",
-    "dense_mask", "describe", "flex_block_mask", "group_layout", "longest_row", "pack_groups", "pack_prefixed", "pack_rows",
-    "packed_mode", "packed_model", "packed_pair_lengths", "packed_rewards", "packed_token_rewards", "pair_weights",
-    "prepare_model", "segment_attention", "varlen_available",
+    "ScoreCapture", "TokenBudgetBatchSampler", "attention_features", "bootstrap_weights", "cannot_pack",
+    "common_prefix", "dense_mask", "describe", "flex_block_mask", "group_contiguous", "group_layout", "longest_row",
+    "ordered_group_batches", "pack_groups", "pack_prefixed", "pack_rows", "packed_mode", "packed_model",
+    "packed_pair_lengths", "packed_rewards", "packed_token_rewards", "pair_weights", "prepare_model",
+    "segment_attention", "varlen_available",
 ]

@@ -223,21 +223,22 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout:
         lq, lk = qs.shape[0], ks.shape[0]
         if lq == 0:
             continue
-        qs, ks, vs = qs.transpose(0, 1), ks.transpose(0, 1), vs.transpose(0, 1)
+        # [1, H, L, D]: SDPA's fused CPU kernel (flash) takes 4-D inputs only; 3-D ones fall to its math path
+        qs, ks, vs = qs.transpose(0, 1)[None], ks.transpose(0, 1)[None], vs.transpose(0, 1)[None]
         allowed = None
         if lq != lk or window is not None or attend is not None:  # query i sees keys (i + lk − lq − window, i + lk − lq]
             allowed = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
             if window is not None:
                 allowed &= ~torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq - window)
         if attend is not None:
-            out.append(attend(qs[None], ks[None], vs[None], allowed[None, None])[0])
+            out.append(attend(qs, ks, vs, allowed[None, None])[0])
             continue
         if allowed is None:
             o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, enable_gqa=gqa, dropout_p=dropout)
         else:
             o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=allowed, scale=scale, enable_gqa=gqa,
                                                dropout_p=dropout)
-        out.append(o.transpose(0, 1))
+        out.append(o[0].transpose(0, 1))
     return torch.cat(out) if out else torch.empty_like(q)
 
 

@@ -9,7 +9,8 @@ trains a group of K responses as one element; InstructGPT did.
 
 - :func:`group_layout`: which pairs form each group, and the tokens each group packs to (read from
   Arrow, for the sampler).
-- :class:`GroupBatchSampler`: micro-batches of whole groups by a token budget (or a group count).
+- :class:`GroupBatchSampler`: micro-batches of whole groups by a token budget (or a group count);
+  :func:`ordered_group_batches`: the same for evaluation, in the set's order.
 - :class:`ListwiseCollator`: pairs → packed rows (a group over the budget is split into parts that each
   repeat the prompt, as scoring splits one) and, per pair, where its two rewards land.
 """
@@ -61,6 +62,30 @@ def group_layout(dataset: Any) -> tuple[list[list[int]], list[int]]:
                     tokens[0] += len(response)
             index += 1
     return [g[0] for g in groups.values()], [g[2][0] for g in groups.values()]
+
+
+def group_contiguous(dataset: Any) -> Any:
+    """The set with each group's pairs next to each other (groups in order of first appearance; within a
+    group, the set's order): the set itself where that holds already."""
+    groups, _ = group_layout(dataset)
+    order = [i for pairs in groups for i in pairs]
+    return dataset if order == list(range(len(order))) else dataset.select(order)
+
+
+def ordered_group_batches(groups: Sequence[Sequence[int]], group_tokens: Sequence[int],
+                          max_tokens: int | None) -> list[list[int]]:
+    """Evaluation batches: consecutive whole groups, in their order, up to ``max_tokens`` packed tokens a
+    batch (a group over it alone; one group a batch without a budget). Unlike :class:`GroupBatchSampler`
+    nothing is sorted or shuffled, so a set whose groups are contiguous comes back in its own order."""
+    batches: list[list[int]] = []
+    used = 0
+    for pairs, tokens in zip(groups, group_tokens):
+        if not batches or not max_tokens or used + tokens > max_tokens:
+            batches.append([])
+            used = 0
+        batches[-1].extend(pairs)
+        used += tokens
+    return batches
 
 
 class GroupBatchSampler(TokenBudgetBatchSampler):

@@ -55,6 +55,7 @@ from ..packing import (
     describe,
     group_layout,
     longest_row,
+    ordered_group_batches,
     packed_pair_lengths,
     packed_rewards,
     packed_token_rewards,
@@ -125,8 +126,6 @@ class RewardkitTrainer(RewardTrainer):
         listwise = self.args.pairing == "listwise" and self.args.packing
         if (not self.args.max_tokens_per_batch and not listwise) or self.train_dataset is None:
             return super().get_train_dataloader()
-        from torch.utils.data import DataLoader
-
         dataset = self._remove_unused_columns(self.train_dataset, description="training")
         if listwise:
             groups, tokens = group_layout(dataset)
@@ -135,12 +134,39 @@ class RewardkitTrainer(RewardTrainer):
         else:
             sampler = TokenBudgetBatchSampler(packed_pair_lengths(dataset), self.args.max_tokens_per_batch,
                                               seed=self.args.seed)
+        return self._batched_loader(dataset, sampler)
+
+    def _batched_loader(self, dataset: Any, batch_sampler: Any) -> Any:
+        from torch.utils.data import DataLoader
+
         workers = self.args.dataloader_num_workers
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=workers,
+        loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=self.data_collator, num_workers=workers,
                             pin_memory=self.args.dataloader_pin_memory,
                             persistent_workers=bool(workers and self.args.dataloader_persistent_workers),
                             prefetch_factor=self.args.dataloader_prefetch_factor if workers else None)
         return self.accelerator.prepare(loader)
+
+    def _whole_groups_in_eval(self) -> bool:
+        """Listwise evaluation batches whole groups on one process: each prompt and response computed once
+        (fixed-size batches of pairs computed a question split over two batches twice, ~1.45× the tokens on
+        qa-feedback). Across processes the batches stay fixed-size: the Trainer gathers equal-sized tensors."""
+        return self.args.pairing == "listwise" and self.args.packing and self.args.world_size == 1
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        if not self._whole_groups_in_eval():
+            return super().get_eval_dataloader(eval_dataset)
+        if isinstance(eval_dataset, str):
+            eval_dataset = self.eval_dataset[eval_dataset]
+        return self.get_test_dataloader(eval_dataset if eval_dataset is not None else self.eval_dataset)
+
+    def get_test_dataloader(self, test_dataset: Any) -> Any:
+        """Under :meth:`_whole_groups_in_eval`, consecutive whole groups up to ``max_tokens_per_batch``, in the
+        set's order: predictions follow the set wherever its groups are contiguous (``group_contiguous``)."""
+        if not self._whole_groups_in_eval():
+            return super().get_test_dataloader(test_dataset)
+        dataset = self._remove_unused_columns(test_dataset, description="evaluation")
+        groups, tokens = group_layout(dataset)
+        return self._batched_loader(dataset, ordered_group_batches(groups, tokens, self.args.max_tokens_per_batch))
 
     def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
         optimizer = super().create_optimizer(*args, **kwargs)
