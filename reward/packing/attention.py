@@ -209,12 +209,14 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout:
     Written for speed on CPU, where it is the default (``auto``): the segments come from ``split`` and
     go back with one ``cat`` (slices would each give the backward a zero-filled full-size gradient), a
     square segment without a window is plain causal with no mask, grouped-query heads go to SDPA as
-    they are (``enable_gqa``) instead of being copied, and a segment goes to SDPA's fused kernel or its
-    math path, whichever is faster at its length (:func:`_fused_kernel_pays`). On 8 HH-RLHF pairs of
-    the 135M shape (~1,800 tokens a row, fp32) a layer's attention, forward and backward, took ~33 ms
-    with every segment on the math path, 55 ms with slices and copied heads, and 144 ms with the dense
-    T×T mask; on qa-feedback's ~850-token segments the math path made a packed bf16 training step ~2×
-    slower per token than stock TRL's padded one (docs/listwise.md)."""
+    they are (``enable_gqa``) instead of being copied, and every segment reaches SDPA's fused kernel (4-D
+    inputs). On 8 HH-RLHF pairs of the 135M shape (~1,800 tokens a row, fp32) a layer's attention,
+    forward and backward, took ~33 ms on SDPA's math path, 55 ms with slices and copied heads, and 144
+    ms with the dense T×T mask. The math path (3-D inputs, until 2026-12-07) made a packed bf16 step
+    of that shape ~2× slower per token than stock TRL's padded one on qa-feedback's ~850-token
+    segments; on whole bf16 epochs (2-core CPU) the fused kernel took 43.7 s against the math path's
+    87.0 s (listwise, 12 qa-feedback questions) and 23.2 s against 25.4 s (48 HH pairs). It even beat
+    using the math path only below 192 queries, where it is faster alone: 45.9 s and 23.8 s."""
     import torch.nn.functional as F
 
     gqa = q.shape[1] != k.shape[1]
@@ -226,7 +228,8 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout:
         lq, lk = qs.shape[0], ks.shape[0]
         if lq == 0:
             continue
-        qs, ks, vs = qs.transpose(0, 1)[None], ks.transpose(0, 1)[None], vs.transpose(0, 1)[None]  # [1, H, L, D]
+        # [1, H, L, D]: SDPA's fused CPU kernel takes 4-D inputs only; 3-D ones always run its math path
+        qs, ks, vs = qs.transpose(0, 1)[None], ks.transpose(0, 1)[None], vs.transpose(0, 1)[None]
         allowed = None
         if lq != lk or window is not None or attend is not None:  # query i sees keys (i + lk − lq − window, i + lk − lq]
             allowed = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
@@ -235,29 +238,13 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout:
         if attend is not None:
             out.append(attend(qs, ks, vs, allowed[None, None])[0])
             continue
-        args = (qs, ks, vs) if _fused_kernel_pays(vs, lq) else (qs[0], ks[0], vs[0])
         if allowed is None:
-            o = F.scaled_dot_product_attention(*args, is_causal=True, scale=scale, enable_gqa=gqa, dropout_p=dropout)
+            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=scale, enable_gqa=gqa, dropout_p=dropout)
         else:
-            o = F.scaled_dot_product_attention(*args, attn_mask=allowed, scale=scale, enable_gqa=gqa, dropout_p=dropout)
-        out.append((o[0] if o.dim() == 4 else o).transpose(0, 1))
+            o = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=allowed, scale=scale, enable_gqa=gqa,
+                                               dropout_p=dropout)
+        out.append(o[0].transpose(0, 1))
     return torch.cat(out) if out else torch.empty_like(q)
-
-
-FUSED_MIN_QUERY_16BIT = 192
-"""Shortest CPU segment (queries) that SDPA's fused kernel runs faster than its math path in 16 bits."""
-
-
-def _fused_kernel_pays(v: torch.Tensor, lq: int) -> bool:
-    """Whether a segment goes to SDPA as 4-D, which its fused kernel takes (3-D inputs always run its math
-    path). Measured on the 2-core CPU, a layer's attention forward and backward, 3 of 9 heads for keys
-    and values: in fp32 the fused kernel wins at every length (30 queries over 120 keys 0.42 vs 0.86 ms;
-    1,024 causal 31 vs 103 ms); under bf16 autocast it wins from ~192 queries (1,024 causal 24 vs 107
-    ms) and loses below (128 causal 2.7 vs 1.6 ms; 100 over 850 keys 6.2 vs 5.6 ms). On GPUs: always."""
-    if v.device.type != "cpu":
-        return True
-    half = torch.is_autocast_enabled("cpu") or v.dtype in (torch.float16, torch.bfloat16)
-    return not half or lq >= FUSED_MIN_QUERY_16BIT
 
 
 @functools.cache
