@@ -123,6 +123,20 @@ def test_listwise_quality_pairs_the_two_runs_comparison_by_comparison():
     assert paired_difference(a, b[::-1]) is None and paired_difference([], []) is None
 
 
+def test_a_second_run_of_the_day_gets_its_own_results_file(tmp_path, monkeypatch):
+    """A rerun never replaces the day's table a note may cite: the default name gains -2, -3…; an explicit
+    --out is written as asked."""
+    sys.path.insert(0, str(ROOT))
+    import bench.common as common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    paths = [common.write_result("x", "cpu", {"run": n}) for n in range(3)]
+    assert [p.stem.split("-x-cpu")[-1] for p in paths] == ["", "-2", "-3"]
+    assert [json.loads(p.read_text())["run"] for p in paths] == [0, 1, 2]
+    again = common.write_result("x", "cpu", {"run": 9}, out=str(paths[0]))
+    assert again == paths[0] and json.loads(paths[0].read_text())["run"] == 9
+
+
 def test_best_of_n_gold_is_the_exact_expectation_over_subsets():
     """The closed form Σᵢ gold_i · C(i−1, n−1)/C(N, n) equals the mean over every n-subset of the gold
     reward of the subset's best pick; best-of-1 is the plain mean, and picking by gold itself only gains."""

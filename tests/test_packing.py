@@ -147,7 +147,7 @@ def test_varlen_layout_equals_padded_fp32(tiny_model_dir):
 def test_varlen_cpu_segments_run_sdpa_fused_kernel_not_its_math_path(bf16):
     """The CPU varlen path hands SDPA 4-D [1, H, L, D] segments (grouped-query heads as they are), which its
     fused kernel takes, forward and backward, in fp32 and under bf16 autocast. Segments once went 3-D, which
-    always runs the math path: a packed bf16 training step of the 135M shape was then ~2× slower per token
+    always runs the math path: a packed bf16 training step of the 135M shape was then ~1.75× slower per token
     than stock TRL's padded one on qa-feedback's ~850-token segments (docs/listwise.md)."""
     import contextlib
 

@@ -213,7 +213,7 @@ def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout:
     inputs). On 8 HH-RLHF pairs of the 135M shape (~1,800 tokens a row, fp32) a layer's attention,
     forward and backward, took ~33 ms on SDPA's math path, 55 ms with slices and copied heads, and 144
     ms with the dense T×T mask. The math path (3-D inputs, until 2026-12-07) made a packed bf16 step
-    of that shape ~2× slower per token than stock TRL's padded one on qa-feedback's ~850-token
+    of that shape ~1.75× slower per token than stock TRL's padded one on qa-feedback's ~850-token
     segments; on whole bf16 epochs (2-core CPU) the fused kernel took 43.7 s against the math path's
     87.0 s (listwise, 12 qa-feedback questions) and 23.2 s against 25.4 s (48 HH pairs). It even beat
     using the math path only below 192 queries, where it is faster alone: 45.9 s and 23.8 s."""
