@@ -131,7 +131,7 @@ class RunWriter:
         if self.is_main:
             set_default_modes(self.dir)
 
-    def evaluation(self, evaluation: dict[str, Any], rewards: PairRewards, ids: dict[str, list[list[int]]],
+    def evaluation(self, evaluation: dict[str, Any], rewards: PairRewards, ids: dict[str, list[Any]],
                    max_length: int | None, name: str | None = None) -> None:
         """The held-out report and its first 64 pairs' token ids and rewards (:data:`EVAL_REWARDS`); a named
         evaluation set's report goes to ``eval_report/NAME``."""
@@ -300,8 +300,9 @@ def _eval_sets(data: Any) -> Any:
     return {**({"held_out": data.eval} if data.eval is not None else {}), **data.named}
 
 
-def _set_rewards(trainer: Any, dataset: Any, cap: int | None) -> tuple[PairRewards, dict[str, list[list[int]]]]:
-    """Rewards of a prepared set's pairs (up to ``cap``), computed on every rank, and their token ids."""
+def _set_rewards(trainer: Any, dataset: Any, cap: int | None) -> tuple[PairRewards, dict[str, list[Any]]]:
+    """Rewards of a prepared set's pairs (up to ``cap``), computed on every rank, and their token ids and
+    prompt lengths."""
     subset = dataset.select(range(min(len(dataset), cap) if cap else len(dataset)))
     if trainer.args.pairing == "listwise":  # listwise evaluation batches whole groups, in the set's order
         from .packing import group_contiguous
@@ -315,15 +316,14 @@ def _set_rewards(trainer: Any, dataset: Any, cap: int | None) -> tuple[PairRewar
     return rewards, ids
 
 
-def _ranked_metrics(rewards: PairRewards, ids: dict[str, list[list[int]]]) -> dict[str, Any]:
-    """Top-1 accuracy and Kendall τ over the held-out prompts (as ``rewardkit eval`` reports them for
-    ranked formats), where some prompt has more than one comparison; nothing for plain pairs."""
-    from .evaluation.metrics import group_metrics, pair_groups
+def _ranked_metrics(rewards: PairRewards, ids: dict[str, list[Any]]) -> dict[str, Any]:
+    """Top-1 accuracy and Kendall τ over the held-out prompts, as ``rewardkit eval`` reports them for ranked
+    data (its :class:`ResponseGroups`, on token ids here); nothing for plain pairs."""
+    from .evaluation.pairs import ResponseGroups
 
-    prompts = [c[:n] for c, n in zip(ids["chosen_ids"], ids["prompt_len"])]
-    groups = pair_groups(prompts, [c[n:] for c, n in zip(ids["chosen_ids"], ids["prompt_len"])],
-                         [r[n:] for r, n in zip(ids["rejected_ids"], ids["prompt_len"])], rewards.chosen, rewards.rejected)
-    return group_metrics(groups) if any(len(c) > 1 for _, c in groups) else {}
+    groups = ResponseGroups.of_triples((tuple(c[:n]), None, tuple(c[n:]), tuple(r[n:]))
+                                       for c, r, n in zip(ids["chosen_ids"], ids["rejected_ids"], ids["prompt_len"]))
+    return groups.ranked_metrics(groups.response_rewards(rewards.chosen, rewards.rejected))
 
 
 def final_evaluation(run: TrainingRun, trainer: Any) -> dict[str, Any] | None:

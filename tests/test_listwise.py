@@ -229,6 +229,24 @@ def test_listwise_evaluation_batches_whole_groups_and_keeps_every_pairs_rewards(
             assert listwise == want
 
 
+def test_response_groups_of_token_pairs_give_the_ranked_metrics():
+    """A run's held-out token pairs regroup as `rewardkit eval` groups text pairs: a response in several pairs
+    takes its first pair's reward; plain pairs (two responses a prompt) get no ranked metrics."""
+    from reward.evaluation.pairs import ResponseGroups
+
+    p, q = (1, 2), (9,)
+    triples = [(p, None, (3,), (4,)), (q, None, (5,), (6,)), (p, None, (3,), (7,)), (p, None, (4,), (7,))]
+    groups = ResponseGroups.of_triples(triples)
+    assert groups.responses == [[(3,), (4,), (7,)], [(5,), (6,)]] and groups.pairs[2] == (0, 0, 2)
+    rewards = groups.response_rewards([2.0, 1.0, 2.5, 0.5], [1.0, 0.0, 3.0, 1.5])
+    assert rewards == [[2.0, 1.0, 3.0], [1.0, 0.0]]
+    got = groups.ranked_metrics(rewards)
+    # p: 3 > 4 right, 3 > 7 wrong, 4 > 7 wrong → τ −1/3, its best (3) not ranked first; q: right → τ 1, top-1 right
+    assert got["groups"] == 2 and got["kendall_tau"] == pytest.approx((-1 / 3 + 1) / 2)
+    assert got["top1_groups"] == 2 and got["top1_accuracy"] == 0.5
+    assert ResponseGroups.of_triples(triples[1:2]).ranked_metrics([[1.0, 0.0]]) == {}
+
+
 def test_listwise_needs_packing():
     from reward import RewardkitConfig
     from reward.errors import RecipeError

@@ -125,24 +125,6 @@ def best_of_n(scores: Sequence[float]) -> tuple[float, bool]:
     return 1.0 / k, k > 1
 
 
-def pair_groups(prompts: Sequence[Sequence[int]], chosen: Sequence[Sequence[int]], rejected: Sequence[Sequence[int]],
-                chosen_rewards: Sequence[float], rejected_rewards: Sequence[float]
-                ) -> list[tuple[list[float], list[tuple[int, int]]]]:
-    """Pairs regrouped by prompt for :func:`group_metrics`: each prompt's distinct responses (their rewards,
-    as the first pair that holds each one scored it) and its comparisons (better, worse) by position."""
-    groups: dict[tuple[int, ...], tuple[dict[tuple[int, ...], int], list[float], list[tuple[int, int]]]] = {}
-    for p, c, r, cr, rr in zip(prompts, chosen, rejected, chosen_rewards, rejected_rewards):
-        slots, rewards, comparisons = groups.setdefault(tuple(p), ({}, [], []))
-        pos = []
-        for response, reward in ((tuple(c), cr), (tuple(r), rr)):
-            if response not in slots:
-                slots[response] = len(rewards)
-                rewards.append(float(reward))
-            pos.append(slots[response])
-        comparisons.append((pos[0], pos[1]))
-    return [(rewards, comparisons) for _, rewards, comparisons in groups.values()]
-
-
 def group_metrics(groups: Sequence[tuple[Sequence[float], Sequence[tuple[int, int]]]]) -> dict[str, Any]:
     """Metrics of ranked groups: each a prompt's response rewards and its judged comparisons (better,
     worse). ``top1_accuracy``: over the groups whose best response is defined (it beat every other one, each

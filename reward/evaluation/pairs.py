@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,19 +25,25 @@ class ResponseGroups:
     def of(cls, pairs: list[dict[str, Any]]) -> ResponseGroups:
         from ..data.collect import prompt_key
 
-        keys: dict[str, int] = {}
+        return cls.of_triples((prompt_key(p), p["prompt"], p["chosen"], p["rejected"]) for p in pairs)
+
+    @classmethod
+    def of_triples(cls, triples: Iterable[tuple[Hashable, Any, Hashable, Hashable]]) -> ResponseGroups:
+        """Grouped by ``key`` from (key, prompt, chosen, rejected): texts, or token tuples (a training run's
+        held-out pairs); a group's responses are told apart by equality."""
+        keys: dict[Hashable, int] = {}
         out = cls([], [], [])
-        index: list[dict[str, int]] = []
-        for pair in pairs:
-            g = keys.setdefault(prompt_key(pair), len(keys))
+        index: list[dict[Hashable, int]] = []
+        for key, prompt, chosen, rejected in triples:
+            g = keys.setdefault(key, len(keys))
             if g == len(out.prompts):
-                out.prompts.append(pair["prompt"])
+                out.prompts.append(prompt)
                 out.responses.append([])
                 index.append({})
-            slots = [index[g].setdefault(pair[side], len(index[g])) for side in ("chosen", "rejected")]
-            for side, slot in zip(("chosen", "rejected"), slots):
+            slots = [index[g].setdefault(side, len(index[g])) for side in (chosen, rejected)]
+            for side, slot in zip((chosen, rejected), slots):
                 if slot == len(out.responses[g]):
-                    out.responses[g].append(pair[side])
+                    out.responses[g].append(side)
             out.pairs.append((g, slots[0], slots[1]))
         return out
 
@@ -46,6 +53,20 @@ class ResponseGroups:
         for g, c, r in self.pairs:
             out[g].append((c, r))
         return out
+
+    def response_rewards(self, chosen: Sequence[float], rejected: Sequence[float]) -> list[list[float]]:
+        """Each group's response rewards from its pairs' rewards (a response in several pairs: the first's)."""
+        got = [[0.0] * len(r) for r in self.responses]  # every response is in some pair
+        for (g, c, r), a, b in reversed(list(zip(self.pairs, chosen, rejected))):  # the first pair written last
+            got[g][c], got[g][r] = float(a), float(b)
+        return got
+
+    def ranked_metrics(self, rewards: list[list[float]]) -> dict[str, Any]:
+        """Top-1 accuracy and Kendall τ (:func:`group_metrics`) where some prompt has more than two
+        responses (ranked data); nothing for plain pairs."""
+        if max((len(r) for r in self.responses), default=0) <= 2:
+            return {}
+        return group_metrics(list(zip(rewards, self.comparisons())))
 
 
 @dataclass
@@ -102,9 +123,7 @@ def evaluate_file(rm: Any, path: str, fmt: str = "pairs", split: str = "train", 
     rewards = PairRewards([got[g][c] for g, c, _ in groups.pairs], [got[g][r] for g, _, r in groups.pairs],
                           [lengths[g][c] for g, c, _ in groups.pairs], [lengths[g][r] for g, _, r in groups.pairs])
     summary = report.to_dict()
-    metrics = rewards.metrics()
-    if max(len(r) for r in groups.responses) > 2:  # ranked groups: top-1 and Kendall τ too
-        metrics.update(group_metrics(list(zip(got, groups.comparisons()))))
+    metrics = {**rewards.metrics(), **groups.ranked_metrics(got)}  # ranked groups: top-1 and Kendall τ too
     if rm.members > 1:
         metrics["ensemble"] = ensemble_metrics([members[g][c] for g, c, _ in groups.pairs],
                                                [members[g][r] for g, _, r in groups.pairs])

@@ -123,7 +123,7 @@ class RewardkitTrainer(RewardTrainer):
         """Whole prompt groups a micro-batch under ``pairing: listwise``; a token-budget batch sampler when
         ``max_tokens_per_batch`` is set; the Trainer's otherwise. accelerate shards the batches across
         processes like any batch sampler's."""
-        listwise = self.args.pairing == "listwise" and self.args.packing
+        listwise = self._listwise
         if (not self.args.max_tokens_per_batch and not listwise) or self.train_dataset is None:
             return super().get_train_dataloader()
         dataset = self._remove_unused_columns(self.train_dataset, description="training")
@@ -146,11 +146,15 @@ class RewardkitTrainer(RewardTrainer):
                             prefetch_factor=self.args.dataloader_prefetch_factor if workers else None)
         return self.accelerator.prepare(loader)
 
+    @property
+    def _listwise(self) -> bool:
+        return self.args.pairing == "listwise" and self.args.packing
+
     def _whole_groups_in_eval(self) -> bool:
         """Listwise evaluation batches whole groups on one process: each prompt and response computed once
         (fixed-size batches of pairs computed a question split over two batches twice, ~1.45× the tokens on
         qa-feedback). Across processes the batches stay fixed-size: the Trainer gathers equal-sized tensors."""
-        return self.args.pairing == "listwise" and self.args.packing and self.args.world_size == 1
+        return self._listwise and self.args.world_size == 1
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
         if not self._whole_groups_in_eval():
