@@ -58,6 +58,13 @@ def paired_difference(a: list[tuple], b: list[tuple]) -> dict | None:
             "only_first_right": sum(x > 0 for x in d), "only_second_right": sum(x < 0 for x in d)}
 
 
+def pooled(diffs: list[dict]) -> dict:
+    """The mean of per-seed paired differences (each seed its own split, so independent) and its standard error."""
+    n = len(diffs)
+    return {"difference": sum(d["difference"] for d in diffs) / n,
+            "se": sum(d["se"] ** 2 for d in diffs) ** 0.5 / n, "seeds": n}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[42])
@@ -84,8 +91,13 @@ def main() -> None:
             print(f"seed {seed} listwise − pairwise on the same comparisons: {100 * d['difference']:+.1f} ± "
                   f"{100 * d['se']:.1f} points (only listwise right {d['only_first_right']}, only pairwise right "
                   f"{d['only_second_right']})", flush=True)
-    for r in rows:
-        del r["pairs"]
+    for r in rows:  # kept compact: the response lengths identify the split, a bit per comparison its outcome
+        r["right"] = "".join("1" if x[2] else "0" for x in r.pop("pairs"))
+    if paired and all(paired.values()):
+        paired["pooled"] = pooled(list(paired.values()))
+        d = paired["pooled"]
+        print(f"pooled over {len(a.seeds)} seeds: listwise − pairwise {100 * d['difference']:+.1f} ± "
+              f"{100 * d['se']:.1f} points", flush=True)
     write_result("listwise-quality", "cpu", {"recipe": str(RECIPE.relative_to(ROOT)), "overrides": extra,
                                              "seeds": a.seeds, "rows": rows, "mean": mean,
                                              "listwise_minus_pairwise": paired}, a.out)

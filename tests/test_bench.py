@@ -113,7 +113,7 @@ def test_listwise_quality_pairs_the_two_runs_comparison_by_comparison():
     comparisons, with the standard error of those per-comparison differences; runs that list different
     comparisons are not paired."""
     sys.path.insert(0, str(ROOT))
-    from bench.listwise_quality import paired_difference
+    from bench.listwise_quality import paired_difference, pooled
 
     a = [(10, 5, True), (3, 4, True), (7, 7, False), (2, 9, True)]
     b = [(10, 5, False), (3, 4, True), (7, 7, True), (2, 9, False)]
@@ -121,6 +121,8 @@ def test_listwise_quality_pairs_the_two_runs_comparison_by_comparison():
     assert d["difference"] == pytest.approx(0.25) and d["se"] == pytest.approx((11 / 12 / 4) ** 0.5)
     assert (d["only_first_right"], d["only_second_right"], d["comparisons"]) == (2, 1, 4)
     assert paired_difference(a, b[::-1]) is None and paired_difference([], []) is None
+    p = pooled([d, {"difference": -0.05, "se": 0.02}])  # independent seeds: their variances add, over n²
+    assert p["difference"] == pytest.approx(0.1) and p["se"] == pytest.approx((d["se"] ** 2 + 0.02**2) ** 0.5 / 2)
 
 
 def test_a_second_run_of_the_day_gets_its_own_results_file(tmp_path, monkeypatch):
