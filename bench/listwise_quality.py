@@ -4,6 +4,8 @@ epochs, one run after the other (nothing else should run), for each seed.
 
     python bench/listwise_quality.py --seeds 42 43 44
     python bench/listwise_quality.py --seeds 42 --eval_split_size 0.5    # more held-out questions, less training
+    python bench/listwise_quality.py --seeds 43 44 --pairings listwise --learning_rate 4e-4   # overrides, one pairing
+    python bench/listwise_quality.py --compare A.json B.json:pairwise   # pair the runs of two results files
 
 Reports, per run, the held-out pairwise accuracy (every comparison of the held-out questions) with its
 95% interval, and the training wall time; writes ``bench/results/<date>-listwise-quality-cpu.json``.
@@ -65,13 +67,38 @@ def pooled(diffs: list[dict]) -> dict:
             "se": sum(d["se"] ** 2 for d in diffs) ** 0.5 / n, "seeds": n}
 
 
+def compare_files(first: str, second: str) -> dict:
+    """Paired differences, ``first`` minus ``second``, between the runs of two results files of this bench
+    (``FILE`` or ``FILE:PAIRING`` where a file holds both pairings): per seed both ran (a seed fixes the split,
+    so the same held-out comparisons; their counts must agree), from each run's per-comparison outcomes, and
+    pooled over those seeds."""
+    rows = []
+    for spec in (first, second):
+        path, _, pairing = spec.partition(":")
+        runs = [r for r in json.loads(Path(path).read_text())["rows"] if "right" in r and pairing in ("", r["pairing"])]
+        if len({r["seed"] for r in runs}) < len(runs):
+            raise SystemExit(f"error: {path} ran both pairings of a seed: name one, {path}:listwise or {path}:pairwise")
+        rows.append({r["seed"]: r["right"] for r in runs})
+    out = {}
+    for seed in sorted(set(rows[0]) & set(rows[1])):
+        a, b = ([(0, i, x == "1") for i, x in enumerate(r[seed])] for r in rows)
+        out[str(seed)] = paired_difference(a, b)
+    if out and all(out.values()):
+        out["pooled"] = pooled(list(out.values()))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[42])
     ap.add_argument("--pairings", nargs="+", default=["listwise", "pairwise"], choices=["listwise", "pairwise"])
     ap.add_argument("--out", default=None)
+    ap.add_argument("--compare", nargs=2, metavar=("FIRST", "SECOND"), help="pair the runs of two results files")
     a, extra = ap.parse_known_args()  # the rest: recipe overrides for both runs (--key value)
     a.extra = extra
+    if a.compare:
+        print(json.dumps(compare_files(*a.compare), indent=1))
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="listwise-quality-") as tmp:
         for seed in a.seeds:
