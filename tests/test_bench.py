@@ -125,8 +125,9 @@ def test_listwise_quality_pairs_the_two_runs_comparison_by_comparison():
     assert p["difference"] == pytest.approx(0.1) and p["se"] == pytest.approx((d["se"] ** 2 + 0.02**2) ** 0.5 / 2)
 
 
-def test_listwise_quality_pairs_runs_of_two_results_files_by_seed(tmp_path):
-    """``--compare`` pairs the seeds both files ran, outcome by outcome, first minus second, and pools them."""
+def test_listwise_quality_pairs_runs_of_two_results_files_by_seed(tmp_path, capsys):
+    """``--compare`` pairs the seeds both files ran, outcome by outcome, first minus second, and pools them;
+    an ambiguous or unreadable file is one ``error:`` line and exit 2."""
     sys.path.insert(0, str(ROOT))
     from bench.listwise_quality import compare_files
 
@@ -136,14 +137,21 @@ def test_listwise_quality_pairs_runs_of_two_results_files_by_seed(tmp_path):
                                       {"seed": 3, "pairing": "listwise"}]}))
     b.write_text(json.dumps({"rows": [{"seed": s, "right": r, "pairing": p} for s, r, p in [
         (1, "0000", "listwise"), (1, "0110", "pairwise"), (2, "10", "pairwise"), (4, "1", "pairwise")]]}))
-    with pytest.raises(SystemExit, match="ran both pairings"):
+    with pytest.raises(SystemExit) as stop:
         compare_files(str(a), str(b))
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith(f"error: {b} ran both pairings")
     d = compare_files(str(a), f"{b}:pairwise")
     assert sorted(d) == ["1", "2", "pooled"]
     assert (d["1"]["difference"], d["2"]["difference"]) == (0.25, 0.5)
     assert d["pooled"]["difference"] == pytest.approx(0.375)
     b.write_text(json.dumps({"rows": [{"seed": 1, "right": "011", "pairing": "pairwise"}]}))  # another split: not paired
     assert compare_files(str(a), str(b)) == {"1": None}
+    a.write_text(json.dumps({"rows": [{"seed": 1, "right": "01", "pairing": "listwise", "split": "x"}]}))
+    b.write_text(json.dumps({"rows": [{"seed": 1, "right": "11", "pairing": "pairwise", "split": "y"}]}))
+    assert compare_files(str(a), str(b)) == {"1": None}  # same count, other comparisons
+    with pytest.raises(SystemExit) as stop:
+        compare_files(str(tmp_path / "missing.json"), str(b))
+    assert stop.value.code == 2 and capsys.readouterr().err.startswith(f"error: {tmp_path}/missing.json is not")
 
 
 def test_a_second_run_of_the_day_gets_its_own_results_file(tmp_path, monkeypatch):
