@@ -149,6 +149,8 @@ def test_listwise_quality_pairs_runs_of_two_results_files_by_seed(tmp_path, caps
     a.write_text(json.dumps({"rows": [{"seed": 1, "right": "01", "pairing": "listwise", "split": "x"}]}))
     b.write_text(json.dumps({"rows": [{"seed": 1, "right": "11", "pairing": "pairwise", "split": "y"}]}))
     assert compare_files(str(a), str(b)) == {"1": None}  # same count, other comparisons
+    b.write_text(json.dumps({"rows": [{"seed": 1, "right": "11", "pairing": "pairwise", "split": "x"}]}))
+    assert compare_files(str(a), str(b))["1"]["difference"] == -0.5  # the same split fingerprint: paired
     with pytest.raises(SystemExit) as stop:
         compare_files(str(tmp_path / "missing.json"), str(b))
     assert stop.value.code == 2 and capsys.readouterr().err.startswith(f"error: {tmp_path}/missing.json is not")
