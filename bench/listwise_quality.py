@@ -6,6 +6,8 @@ epochs, one run after the other (nothing else should run), for each seed.
     python bench/listwise_quality.py --seeds 42 --eval_split_size 0.5    # more held-out questions, less training
     python bench/listwise_quality.py --seeds 43 44 --pairings listwise --learning_rate 4e-4   # overrides, one pairing
     python bench/listwise_quality.py --seeds 43 44 --pairings pairwise --num_train_epochs 0.232   # listwise's time
+    python bench/listwise_quality.py --seeds 43 44 --pairings listwise --listwise_max_comparisons 2   # sub-groups
+    python bench/listwise_quality.py --seeds 43 44 --pairings pairwise --max_tokens_per_batch 8192   # half the updates
     python bench/listwise_quality.py --compare A.json B.json:pairwise   # pair the runs of two results files
 
 Reports, per run, the held-out pairwise accuracy (every comparison of the held-out questions) with its

@@ -200,6 +200,39 @@ def test_group_sampler_keeps_groups_whole_and_counts_unique_tokens():
     assert sorted(sorted(b) for b in GroupBatchSampler(groups, tokens, None, groups_per_batch=2)) == [[0, 1, 2, 3]]
 
 
+def test_sub_groups_cut_a_prompt_into_near_equal_parts_that_compute_fewest_responses():
+    """``listwise_max_comparisons``: qa-feedback's 6 comparisons of 4 answers, at most 2 a sub-group, make 3
+    sub-groups of 3 answers each; at most 3, a triangle and the rest; a sub-group's tokens are its prompt
+    and its distinct responses; at most 1, each pair costs what the pairwise path packs it to."""
+    from datasets import Dataset
+
+    from reward.packing import group_layout, packed_pair_lengths
+    from reward.packing.groups import split_group
+
+    full = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    cut = {m: [[full[i] for i in part] for part in split_group(full, m)] for m in (None, 1, 2, 3, 5, 6)}
+    assert cut[None] == cut[6] == [full] and cut[1] == [[x] for x in full]
+    assert cut[2] == [[(0, 1), (0, 2)], [(0, 3), (1, 3)], [(1, 2), (2, 3)]]
+    assert cut[3] == cut[5] == [[(0, 1), (0, 2), (1, 2)], [(0, 3), (1, 3), (2, 3)]]  # near-equal: 5 → 3 + 3
+    data = Dataset.from_list(_group_rows())
+    assert group_layout(data, 2) == ([[0, 2], [3], [1]], [3 + 4 + 1 + 2, 3 + 2 + 1, 2 + 3 + 1])  # b≻c, a≻b | a≻c
+    groups, tokens = group_layout(data, 1)
+    lengths = packed_pair_lengths(data)
+    assert sorted(g for (g,) in groups) == [0, 1, 2, 3] and [lengths[g] for (g,) in groups] == tokens
+
+
+@pytest.mark.parametrize("limit, batch_pairs", [(None, [1, 3]), (2, [2, 2])])
+def test_sub_groups_come_back_to_a_prompt_once_each(tiny_model_dir, tmp_path, limit, batch_pairs):
+    """Under a 12-token budget the prompt of 3 comparisons (10 tokens) is one batch of its own; cut into
+    sub-groups of at most 2 comparisons, its two sub-groups go to two batches, each packing only the
+    responses its comparisons take. Every pair is trained once an epoch either way."""
+    trainer = _trainer(tiny_model_dir, tmp_path, pairing="listwise", max_tokens_per_batch=12,
+                       listwise_max_comparisons=limit)
+    batches = list(trainer.get_train_dataloader())
+    assert sorted(len(b["chosen_pos"]) for b in batches) == batch_pairs
+    assert sorted(b["rows"][0]["input_ids"].shape[1] for b in batches) == ([6, 10] if limit is None else [10, 12])
+
+
 def test_listwise_evaluation_batches_whole_groups_and_keeps_every_pairs_rewards(tiny_model_dir, tmp_path):
     """On one process a listwise evaluation batches consecutive whole groups (each prompt and response once)
     after putting a group's pairs together; each pair's two rewards equal the pairwise path's, fp32, 1e-5,
@@ -255,6 +288,14 @@ def test_listwise_needs_packing():
         RewardkitConfig(output_dir="x", pairing="listwise", packing=False, use_cpu=True)
     with pytest.raises(RecipeError, match="'listwise_loss': plackett_luce needs 'pairing: listwise'"):
         RewardkitConfig(output_dir="x", listwise_loss="plackett_luce", use_cpu=True)
+    with pytest.raises(RecipeError, match="'listwise_max_comparisons' needs 'pairing: listwise'"):
+        RewardkitConfig(output_dir="x", listwise_max_comparisons=2, use_cpu=True)
+    for bad in (0, True, 1.5):
+        with pytest.raises(RecipeError, match="'listwise_max_comparisons': .* whole number ≥ 1"):
+            RewardkitConfig(output_dir="x", pairing="listwise", listwise_max_comparisons=bad, use_cpu=True)
+    with pytest.raises(RecipeError, match="Plackett-Luce reads a whole ranking"):
+        RewardkitConfig(output_dir="x", pairing="listwise", listwise_max_comparisons=2, listwise_loss="plackett_luce",
+                        use_cpu=True)
 
 
 # --- end to end: a recipe trains listwise, `rewardkit eval` reports the grouped metrics ------------------

@@ -74,6 +74,12 @@ class RewardkitConfig(RewardConfig):
     listwise_loss: str = "bradley_terry"
     """Listwise loss of a group: ``bradley_terry`` over all its comparisons, averaged; ``plackett_luce``
     for the groups whose comparisons rank every response (a total order; the others keep Bradley-Terry)."""
+    listwise_max_comparisons: int | None = None
+    """Under ``pairing: listwise``, at most this many of a prompt's comparisons in one group: a prompt with
+    more is split into sub-groups of near-equal size, each the responses its comparisons take (the prompt
+    computed once a sub-group), batched on their own, so an epoch comes back to the prompt once a sub-group
+    as pairwise comes back once a pair. None: one group a prompt, the fastest. docs/listwise.md measures
+    the trade on qa-feedback."""
     ensemble_heads: int = 1
     """Reward heads trained on one backbone (a reward ensemble, ``reward.training.ensemble``): each head
     drawn with its own seed and trained on its own Poisson(1) bootstrap weights of the pairs, all heads
@@ -111,6 +117,7 @@ class RewardkitConfig(RewardConfig):
                               "with its responses).")
         if self.listwise_loss != "bradley_terry" and self.pairing != "listwise":
             raise RecipeError(f"recipe key 'listwise_loss': {self.listwise_loss} needs 'pairing: listwise'.")
+        self._check_sub_groups()
         if self.length_debias != "none" and not self.packing:
             raise RecipeError("recipe key 'length_debias' needs 'packing: true' (the packed batch carries response "
                               "lengths).")
@@ -127,6 +134,20 @@ class RewardkitConfig(RewardConfig):
                                   "token count (or remove the key for a fixed pair count).")
             if not self.packing:
                 raise RecipeError("recipe key 'max_tokens_per_batch' needs 'packing: true' (it budgets packed rows).")
+
+    def _check_sub_groups(self) -> None:
+        n = self.listwise_max_comparisons
+        if n is None:
+            return
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+            raise RecipeError(f"recipe key 'listwise_max_comparisons': {n!r} must be a whole number ≥ 1 (or remove "
+                              "the key: one group a prompt).")
+        if self.pairing != "listwise":
+            raise RecipeError("recipe key 'listwise_max_comparisons' needs 'pairing: listwise' (pairwise trains each "
+                              "comparison on its own already).")
+        if self.listwise_loss == "plackett_luce":
+            raise RecipeError("recipe keys 'listwise_max_comparisons' and 'listwise_loss: plackett_luce' do not "
+                              "combine (Plackett-Luce reads a whole ranking, which a sub-group has not): remove one.")
 
     def _check_ensemble(self) -> None:
         n = self.ensemble_heads

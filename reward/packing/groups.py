@@ -8,7 +8,10 @@ costs ``prompt + 2·response`` tokens on the pairwise packed path, C times; here
 trains a group of K responses as one element; InstructGPT did.
 
 - :func:`group_layout`: which pairs form each group, and the tokens each group packs to (read from
-  Arrow, for the sampler).
+  Arrow, for the sampler); :func:`split_group` cuts a prompt's pairs into sub-groups
+  (``listwise_max_comparisons``): the sampler batches them apart, so an epoch visits the prompt once a
+  sub-group. Two sub-groups of a prompt that share a micro-batch are one group there (the collator
+  groups by prompt tokens): computed once, averaged together.
 - :class:`GroupBatchSampler`: micro-batches of whole groups by a token budget (or a group count);
   :func:`ordered_group_batches`: the same for evaluation, in the set's order.
 - :class:`ListwiseCollator`: pairs → packed rows (a group over the budget is split into parts that each
@@ -18,7 +21,7 @@ trains a group of K responses as one element; InstructGPT did.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +36,15 @@ def _digest(values: Any) -> bytes:
     return hashlib.blake2b(values.tobytes(), digest_size=16).digest()
 
 
-def group_layout(dataset: Any) -> tuple[list[list[int]], list[int]]:
+def group_layout(dataset: Any, max_comparisons: int | None = None) -> tuple[list[list[int]], list[int]]:
     """(pair indices of each group, packed tokens of each group) of a prepared pair set. A group is the
     pairs with the same prompt tokens (a prompt cut differently for two of its pairs makes two groups);
-    its tokens are the prompt once plus each distinct response once. Read from the Arrow columns a
-    record batch at a time (token digests, not token lists, are kept)."""
+    its tokens are the prompt once plus each distinct response once. With ``max_comparisons``, a prompt
+    with more pairs is split into sub-groups of at most that many (:func:`split_group`). Read from the
+    Arrow columns a record batch at a time (token digests, not token lists, are kept)."""
     import numpy as np
 
-    groups: dict[bytes, tuple[list[int], set[bytes], list[int]]] = {}
+    groups: dict[bytes, tuple[int, list[tuple[int, tuple[bytes, int], tuple[bytes, int]]]]] = {}
     index = 0
     for batch in dataset.with_format("arrow").iter(batch_size=8192):
         prompt_len = np.asarray(batch["prompt_len"])
@@ -49,19 +53,42 @@ def group_layout(dataset: Any) -> tuple[list[list[int]], list[int]]:
             column = batch[name].combine_chunks() if hasattr(batch[name], "combine_chunks") else batch[name]
             sides.append((np.asarray(column.offsets), np.asarray(column.values)))
         for row in range(len(prompt_len)):
-            (c_off, c_val), (r_off, r_val) = sides
+            c_off, c_val = sides[0]
             start, p = c_off[row], int(prompt_len[row])
-            key = _digest(c_val[start:start + p])
-            pairs, seen, tokens = groups.setdefault(key, ([], set(), [p]))
-            pairs.append(index)
-            for off, val in sides:
-                response = val[off[row] + p:off[row + 1]]
-                digest = _digest(response)
-                if digest not in seen:
-                    seen.add(digest)
-                    tokens[0] += len(response)
+            responses = [val[off[row] + p:off[row + 1]] for off, val in sides]
+            pair = (index, *((_digest(r), len(r)) for r in responses))
+            groups.setdefault(_digest(c_val[start:start + p]), (p, []))[1].append(pair)
             index += 1
-    return [g[0] for g in groups.values()], [g[2][0] for g in groups.values()]
+    out: tuple[list[list[int]], list[int]] = ([], [])
+    for p, pairs in groups.values():
+        for part in split_group([(c, r) for _, c, r in pairs], max_comparisons):
+            out[0].append([pairs[i][0] for i in part])
+            out[1].append(p + sum(dict(x for i in part for x in pairs[i][1:]).values()))
+    return out
+
+
+def split_group(pairs: Sequence[tuple[Hashable, Hashable]], max_comparisons: int | None) -> list[list[int]]:
+    """A prompt's pairs (each as its two responses) cut into ⌈n / max_comparisons⌉ sub-groups of near-equal
+    size (all in one without a limit), each filled with the pairs that add the fewest responses not yet
+    in it (ties: the earlier pair), so that a sub-group computes as few responses as it can; positions
+    into ``pairs``. Deterministic: the same set always splits the same way."""
+    n = len(pairs)
+    if not max_comparisons or n <= max_comparisons:
+        return [list(range(n))]
+    parts = -(-n // max_comparisons)
+    left = list(range(n))
+    out = []
+    for k in range(parts):
+        size = n // parts + (k < n % parts)
+        part = [left.pop(0)]
+        seen = set(pairs[part[0]])
+        while len(part) < size:
+            best = min(left, key=lambda i: (len(set(pairs[i]) - seen), i))
+            left.remove(best)
+            part.append(best)
+            seen.update(pairs[best])
+        out.append(part)
+    return out
 
 
 def group_contiguous(dataset: Any) -> Any:

@@ -120,15 +120,16 @@ class RewardkitTrainer(RewardTrainer):
                                "Use task_type SEQ_CLS / modules_to_save=['score'].")
 
     def get_train_dataloader(self) -> Any:
-        """Whole prompt groups a micro-batch under ``pairing: listwise``; a token-budget batch sampler when
-        ``max_tokens_per_batch`` is set; the Trainer's otherwise. accelerate shards the batches across
+        """Whole prompt groups a micro-batch under ``pairing: listwise`` (sub-groups with
+        ``listwise_max_comparisons``); a token-budget batch sampler when ``max_tokens_per_batch`` is set;
+        the Trainer's otherwise. accelerate shards the batches across
         processes like any batch sampler's."""
         listwise = self._listwise
         if (not self.args.max_tokens_per_batch and not listwise) or self.train_dataset is None:
             return super().get_train_dataloader()
         dataset = self._remove_unused_columns(self.train_dataset, description="training")
         if listwise:
-            groups, tokens = group_layout(dataset)
+            groups, tokens = group_layout(dataset, self.args.listwise_max_comparisons)
             sampler = GroupBatchSampler(groups, tokens, self.args.max_tokens_per_batch,
                                         groups_per_batch=self.args.per_device_train_batch_size, seed=self.args.seed)
         else:
