@@ -230,6 +230,8 @@ def test_sub_groups_come_back_to_a_prompt_once_each(tiny_model_dir, tmp_path, li
                        listwise_max_comparisons=limit)
     batches = list(trainer.get_train_dataloader())
     assert sorted(len(b["chosen_pos"]) for b in batches) == batch_pairs
+    trained = sorted((int(c), int(r)) for b in batches for c, r in zip(b["chosen_len"], b["rejected_len"]))
+    assert trained == [(2, 1), (2, 4), (3, 1), (4, 1)]  # every pair once: a≻c, a≻b, x≻y, b≻c
     assert sorted(b["rows"][0]["input_ids"].shape[1] for b in batches) == ([6, 10] if limit is None else [10, 12])
 
 

@@ -29,6 +29,11 @@ def one_of(key: str, value: Any, choices: tuple[str, ...]) -> None:
         raise RecipeError(f"recipe key '{key}': '{value}' is not one of {', '.join(choices)}.{suggest(str(value), choices)}")
 
 
+def is_whole(value: Any, low: int, high: int | None = None) -> bool:
+    """A whole number (not a bool) from ``low`` to ``high``: what a count key accepts."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+
+
 @dataclass
 class ModelArguments(ModelConfig):
     """TRL's ``ModelConfig`` and rewardkit's model keys."""

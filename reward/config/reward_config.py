@@ -22,7 +22,7 @@ from trl import RewardConfig
 
 from ..errors import RecipeError
 from ..seams import checkpointing_key
-from .arguments import one_of
+from .arguments import is_whole, one_of
 
 _RENAMED = checkpointing_key(RewardConfig.__dataclass_fields__) == "activation_checkpointing"
 PACKED_ATTENTION = ("auto", "varlen", "flex", "dense")
@@ -139,7 +139,7 @@ class RewardkitConfig(RewardConfig):
         n = self.listwise_max_comparisons
         if n is None:
             return
-        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        if not is_whole(n, 1):
             raise RecipeError(f"recipe key 'listwise_max_comparisons': {n!r} must be a whole number ≥ 1 (or remove "
                               "the key: one group a prompt).")
         if self.pairing != "listwise":
@@ -151,7 +151,7 @@ class RewardkitConfig(RewardConfig):
 
     def _check_ensemble(self) -> None:
         n = self.ensemble_heads
-        if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 64):
+        if not is_whole(n, 1, 64):
             raise RecipeError(f"recipe key 'ensemble_heads': {n!r} must be a whole number from 1 (a plain reward model) "
                               "to 64.")
         if n == 1:
